@@ -1,0 +1,1 @@
+"""Presets shipped with regkit (YAML). Loaded by name, e.g. ``--config fast``."""

@@ -1,0 +1,39 @@
+"""Errors regkit raises for problems a user can fix.
+
+The CLI turns a :class:`RegkitError` into one line on stderr and its ``exit_code``; anything
+else is a bug and keeps its traceback (always shown with ``--debug``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+
+class RegkitError(Exception):
+    """A problem with the user's input, files or settings (not a bug in regkit)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: Optional[Union[str, Path]] = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(RegkitError):
+    """An input file or value is missing, unreadable or unusable (exit code 2)."""
+
+
+class OutputExistsError(RegkitError):
+    """An output file exists and ``--force`` was not given (exit code 2)."""
+
+
+class ResourceError(RegkitError):
+    """The job would not fit in memory or another resource limit (exit code 3)."""
+
+    exit_code = 3
+
+
+class RegistrationError(RegkitError):
+    """Registration could not proceed, e.g. the images do not overlap (exit code 4)."""
+
+    exit_code = 4

@@ -1,0 +1,53 @@
+"""``resample``: move an image onto a reference grid through a transform — one ``grid_sample``."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from regkit import space
+from regkit.image import Image
+from regkit.transforms.base import Transform
+
+MODES = {"linear": "bilinear", "bilinear": "bilinear", "trilinear": "bilinear", "nearest": "nearest"}
+
+
+def warp(volume: Tensor, volume_affine, points: Tensor, mode: str = "linear", padding_mode: str = "zeros") -> Tensor:
+    """Sample ``volume`` ``(N, C, X, Y, Z)`` (grid ``volume_affine``) at world points.
+
+    Args:
+        points: ``(N, X', Y', Z', 3)`` or ``(X', Y', Z', 3)`` world mm (RAS), e.g. a transform
+            applied to the reference grid's world coordinates.
+        mode: ``"linear"`` (trilinear) or ``"nearest"``.
+        padding_mode: ``"zeros"`` (0 beyond half a voxel outside the grid, as ITK) or
+            ``"border"`` (nearest border value everywhere outside).
+    Returns:
+        ``(N, C, X', Y', Z')``. Differentiable with respect to ``volume`` and ``points``.
+    """
+    if points.dim() == 4:
+        points = points.expand(volume.shape[0], *points.shape)
+    grid = space.world_to_normalized(points, volume_affine, volume.shape[2:])
+    if padding_mode != "zeros":
+        return space.sample(volume, grid, mode=MODES[mode], padding_mode=padding_mode)
+    # ITK's convention (so results equal SimpleITK's Resample): a point within half a voxel
+    # outside the grid takes the border value; further out it gets 0.
+    out = space.sample(volume, grid, mode=MODES[mode], padding_mode="border")
+    return out * space.inside_mask(grid, volume.shape[2:])[:, None].to(out.dtype)
+
+
+def resample(image: Image, transform: Optional[Transform], reference: Image, mode: Optional[str] = None,
+             padding_mode: str = "zeros", dtype=torch.float32) -> Image:
+    """Resample ``image`` (moving) on the grid of ``reference`` (fixed) through ``transform``.
+
+    ``transform`` maps reference (fixed) world points to ``image`` (moving) world points;
+    ``None`` means identity (physical-space resampling). ``mode`` defaults to ``"nearest"`` for
+    label images and ``"linear"`` otherwise. Label images come back with their integer dtype.
+    """
+    mode = mode or ("nearest" if image.is_label else "linear")
+    x = space.world_grid(reference.affine, reference.shape, device=image.device, dtype=dtype)
+    y = x if transform is None else transform(x)
+    out = warp(image.data[None].to(dtype), image.affine, y, mode=mode, padding_mode=padding_mode)[0]
+    if image.is_label:
+        out = torch.round(out).to(image.data.dtype) if mode == "nearest" else out
+    return Image(out, reference.affine, is_label=image.is_label and mode == "nearest")

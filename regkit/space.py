@@ -1,0 +1,168 @@
+"""World, voxel and ``grid_sample`` coordinates — the ONLY place they are converted.
+
+Conventions used everywhere in regkit
+-------------------------------------
+* **Tensors.** A volume is ``(C, X, Y, Z)`` (one image) or ``(N, C, X, Y, Z)`` (a batch), where
+  X, Y, Z are the voxel index axes i, j, k of the file (nibabel's order, *not* reversed as in
+  SimpleITK's ``GetArrayFromImage``).
+* **Affines.** A grid is a 4×4 voxel→world matrix ``A`` (float64) and a spatial shape
+  ``(X, Y, Z)``: ``world = A @ [i, j, k, 1]``. World coordinates are **RAS, millimetres**
+  (NIfTI/nibabel). ITK files are LPS; the flip happens only in :mod:`regkit.io.itk`.
+* **Points.** Coordinates are tensors ``(..., 3)`` with the last axis (x, y, z) world mm, or
+  (i, j, k) voxel indices.
+* **Transforms** map FIXED world points to MOVING world points (the "pull" direction that
+  resampling needs, as ITK, ANTs and SimpleITK do).
+* **grid_sample.** ``torch.nn.functional.grid_sample`` on ``(N, C, X, Y, Z)`` input reads its
+  grid's last axis in reversed order — component 0 indexes the LAST spatial axis (Z/k) — and, with
+  ``align_corners=True`` (always used here), −1 and +1 are the centres of the first and last
+  voxels: ``n = 2 i / (X - 1) - 1``.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = Union[Tensor, np.ndarray, Sequence[Sequence[float]]]
+Shape = Tuple[int, int, int]
+
+ALIGN_CORNERS = True
+
+
+def as_affine(affine: ArrayLike) -> Tensor:
+    """A 4×4 float64 CPU tensor from any array-like affine."""
+    a = torch.as_tensor(np.asarray(affine.detach().cpu() if isinstance(affine, Tensor) else affine, dtype=np.float64))
+    if a.shape != (4, 4):
+        raise ValueError(f"an affine must be 4x4, got {tuple(a.shape)}")
+    return a
+
+
+def spacing(affine: ArrayLike) -> Tensor:
+    """Voxel size along each index axis (mm): column norms of the 3×3 part."""
+    return torch.linalg.norm(as_affine(affine)[:3, :3], dim=0)
+
+
+def voxel_to_normalized_matrix(shape: Sequence[int]) -> Tensor:
+    """4×4 map from voxel indices (i, j, k) to grid_sample coordinates (reversed axes)."""
+    m = torch.zeros(4, 4, dtype=torch.float64)
+    for axis, size in enumerate(shape[-3:]):
+        row = 2 - axis  # grid_sample component order is (k, j, i)
+        # an axis of size 1 gets scale 2 (grid_sample maps any value to its only voxel), which
+        # keeps the matrix invertible
+        m[row, axis] = 2.0 / (size - 1) if size > 1 else 2.0
+        m[row, 3] = -1.0
+    m[3, 3] = 1.0
+    return m
+
+
+def world_to_normalized_matrix(affine: ArrayLike, shape: Sequence[int]) -> Tensor:
+    """4×4 map from world mm (RAS) to the grid_sample coordinates of grid (affine, shape)."""
+    return voxel_to_normalized_matrix(shape) @ torch.linalg.inv(as_affine(affine))
+
+
+def apply_matrix(matrix: Tensor, points: Tensor) -> Tensor:
+    """Apply a 4×4 (or batched ``(N, 4, 4)``) homogeneous matrix to points ``(..., 3)``.
+
+    With a batched matrix the points must be ``(N, ..., 3)``.
+    """
+    m = matrix.to(device=points.device, dtype=points.dtype)
+    if m.dim() == 2:
+        return points @ m[:3, :3].T + m[:3, 3]
+    n = m.shape[0]
+    flat = points.reshape(n, -1, 3)
+    out = flat @ m[:, :3, :3].transpose(1, 2) + m[:, None, :3, 3]
+    return out.reshape(points.shape)
+
+
+def world_to_normalized(points: Tensor, affine: ArrayLike, shape: Sequence[int]) -> Tensor:
+    """World mm points ``(..., 3)`` → grid_sample coordinates of grid (affine, shape)."""
+    return apply_matrix(world_to_normalized_matrix(affine, shape), points)
+
+
+def world_to_voxel(points: Tensor, affine: ArrayLike) -> Tensor:
+    """World mm points ``(..., 3)`` → continuous voxel indices (i, j, k)."""
+    return apply_matrix(torch.linalg.inv(as_affine(affine)), points)
+
+
+def voxel_to_world(indices: Tensor, affine: ArrayLike) -> Tensor:
+    """Continuous voxel indices ``(..., 3)`` → world mm (RAS)."""
+    return apply_matrix(as_affine(affine), indices)
+
+
+def voxel_grid(shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+    """Voxel indices of every voxel, ``(X, Y, Z, 3)``."""
+    axes = [torch.arange(s, device=device, dtype=dtype) for s in shape[-3:]]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def world_grid(affine: ArrayLike, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+    """World mm coordinates of every voxel centre of grid (affine, shape), ``(X, Y, Z, 3)``.
+
+    Computed in float64 on the CPU's matrix, so large offsets do not cost precision.
+    """
+    a = as_affine(affine)
+    ijk = voxel_grid(shape, device=device, dtype=torch.float64)
+    return apply_matrix(a, ijk).to(dtype)
+
+
+def normalized_identity(shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+    """grid_sample coordinates of every voxel of a grid, ``(X, Y, Z, 3)``: the identity grid."""
+    return apply_matrix(voxel_to_normalized_matrix(shape), voxel_grid(shape, device, dtype))
+
+
+def world_vectors_to_normalized(vectors: Tensor, affine: ArrayLike, shape: Sequence[int], channel_dim: int = -1) -> Tensor:
+    """Displacement vectors in world mm → displacements in grid_sample units of (affine, shape).
+
+    Only the linear part applies (vectors, not points). ``channel_dim`` is the axis holding the
+    3 components (−1 for ``(..., 3)``; 0 or 1 for ``(3, X, Y, Z)`` / ``(N, 3, X, Y, Z)`` fields).
+    """
+    lin = world_to_normalized_matrix(affine, shape)[:3, :3].to(vectors.device, vectors.dtype)
+    return _apply_linear(lin, vectors, channel_dim)
+
+
+def normalized_vectors_to_world(vectors: Tensor, affine: ArrayLike, shape: Sequence[int], channel_dim: int = -1) -> Tensor:
+    """Inverse of :func:`world_vectors_to_normalized`."""
+    m = world_to_normalized_matrix(affine, shape)[:3, :3]
+    lin = torch.linalg.inv(m).to(vectors.device, vectors.dtype)
+    return _apply_linear(lin, vectors, channel_dim)
+
+
+def _apply_linear(lin: Tensor, vectors: Tensor, channel_dim: int) -> Tensor:
+    if channel_dim == -1 or channel_dim == vectors.dim() - 1:
+        return vectors @ lin.T
+    v = vectors.movedim(channel_dim, -1) @ lin.T
+    return v.movedim(-1, channel_dim)
+
+
+def sample(volume: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
+    """``grid_sample`` with regkit's conventions.
+
+    Args:
+        volume: ``(N, C, X, Y, Z)``.
+        grid: ``(N, X', Y', Z', 3)`` grid_sample coordinates (from :func:`world_to_normalized`).
+        mode: ``"bilinear"`` (trilinear in 3D) or ``"nearest"``.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+    Returns:
+        ``(N, C, X', Y', Z')``.
+    """
+    return torch.nn.functional.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
+
+
+def inside_mask(grid: Tensor, shape: Sequence[int]) -> Tensor:
+    """Whether grid_sample coordinates ``(..., 3)`` lie within the voxel extent of a grid of
+    ``shape`` (voxel centres ± half a voxel): ``|n| <= 1 + 1/(size - 1)`` on every axis."""
+    sizes = torch.tensor([float(s) for s in shape[-3:]][::-1], device=grid.device, dtype=grid.dtype)
+    limit = 1.0 + 1.0 / torch.clamp(sizes - 1.0, min=1.0)
+    return (grid.abs() <= limit).all(dim=-1)
+
+
+def grid_of(affine: ArrayLike, shape: Sequence[int]) -> Tuple[Tensor, Shape]:
+    """Canonical ``(affine, shape)`` pair."""
+    return as_affine(affine), tuple(int(s) for s in shape[-3:])  # type: ignore[return-value]
+
+
+def ras_to_lps_matrix() -> Tensor:
+    """diag(−1, −1, 1, 1): RAS ↔ LPS (its own inverse)."""
+    return torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))

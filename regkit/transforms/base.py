@@ -1,0 +1,35 @@
+"""The :class:`Transform` interface shared by every transform."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from regkit import space
+
+
+class Transform(nn.Module):
+    """A spatial transform mapping FIXED world points (mm, RAS) to MOVING world points.
+
+    Subclasses implement :meth:`forward` on points ``(..., 3)``; a batched transform (batch
+    size N > 1) takes points ``(N, ..., 3)``. Everything is differentiable with respect to the
+    transform's parameters.
+    """
+
+    def forward(self, points: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def inverse(self) -> "Transform":
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form inverse")
+
+    def grid_points(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+        """Mapped world coordinates of every voxel of grid (affine, shape): ``(X, Y, Z, 3)``."""
+        return self(space.world_grid(affine, shape, device=device, dtype=dtype))
+
+    def displacement_on(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+        """Dense displacement ``T(x) - x`` (mm, world RAS) on a grid, ``(3, X, Y, Z)``
+        (``(N, 3, X, Y, Z)`` for a batched transform)."""
+        x = space.world_grid(affine, shape, device=device, dtype=dtype)
+        y = self(x)
+        return (y - x).movedim(-1, -4)

@@ -1,0 +1,63 @@
+"""Composition of transforms into one mapping (one sampling grid, one image resampling)."""
+from __future__ import annotations
+
+from typing import Iterable, List, Tuple
+
+import torch
+from torch import Tensor
+
+from regkit import space
+from regkit.transforms.base import Transform
+from regkit.transforms.field import DisplacementField, sample_field
+
+
+class Compose(Transform):
+    """``Compose(t1, t2, ..., tn)`` maps a fixed point ``x`` to ``tn(...t2(t1(x)))``.
+
+    The first transform acts first on fixed-space points — the order of ANTs'
+    ``antsApplyTransforms -t`` list (``-t Warp -t Affine``: the warp, defined on the fixed grid,
+    then the affine into moving space). Points travel through every transform; the image is
+    sampled once at the end.
+    """
+
+    def __init__(self, *transforms: Transform):
+        super().__init__()
+        flat: List[Transform] = []
+        for t in transforms:
+            flat.extend(t.transforms if isinstance(t, Compose) else [t])
+        self.transforms = torch.nn.ModuleList(flat)
+
+    def forward(self, points: Tensor) -> Tensor:
+        for t in self.transforms:
+            points = t(points)
+        return points
+
+    def inverse(self) -> "Compose":
+        return Compose(*[t.inverse() for t in reversed(list(self.transforms))])
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+
+def to_displacement_field(transform: Transform, affine, shape, device=None, dtype=torch.float32) -> DisplacementField:
+    """Collapse any transform (a chain included) into ONE dense displacement on a grid."""
+    return DisplacementField(transform.displacement_on(affine, shape, device=device, dtype=dtype), affine)
+
+
+def invert_displacement(displacement: Tensor, affine, iterations: int = 30, tolerance_mm: float = 1e-3) -> Tuple[Tensor, float]:
+    """Inverse of ``x → x + u(x)`` on the same grid by fixed-point iteration ``w ← -u(x + w)``.
+
+    Returns ``(w, residual_mm)``; the residual is the max over voxels of ``|w(x) + u(x + w(x))|``.
+    """
+    u = displacement if displacement.dim() == 5 else displacement[None]
+    x = space.world_grid(affine, u.shape[2:], device=u.device, dtype=u.dtype).expand(u.shape[0], *u.shape[2:], 3)
+    w = -u.movedim(1, -1)
+    residual = float("inf")
+    with torch.no_grad():
+        for _ in range(iterations):
+            r = w + sample_field(u, affine, x + w)
+            residual = float(r.norm(dim=-1).max())
+            if residual < tolerance_mm:
+                break
+            w = w - r
+    return w.movedim(-1, 1), residual
