@@ -2,18 +2,43 @@
 
 An :class:`Image` is data plus its voxel→world affine (RAS mm); a transform maps FIXED world
 points to MOVING world points; :func:`resample` applies one with a single ``grid_sample``.
-"""
-from regkit.image import Image
-from regkit.io.images import load_image, load_label, save_image
-from regkit.resample import resample, warp
-from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
 
-load = load_image
-save = save_image
+Names are imported lazily so that ``regkit --help`` and input checks do not pay for importing
+torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Image", "load", "save", "load_image", "load_label", "save_image", "resample", "warp",
-    "Transform", "AffineTransform", "DisplacementField", "VelocityField", "Compose", "__version__",
-]
+_EXPORTS = {
+    "Image": "regkit.image",
+    "load_image": "regkit.io.images",
+    "load_label": "regkit.io.images",
+    "save_image": "regkit.io.images",
+    "resample": "regkit.resample",
+    "warp": "regkit.resample",
+    "Transform": "regkit.transforms",
+    "AffineTransform": "regkit.transforms",
+    "DisplacementField": "regkit.transforms",
+    "VelocityField": "regkit.transforms",
+    "Compose": "regkit.transforms",
+    "register": "regkit.optimize",
+    "RegistrationResult": "regkit.optimize",
+    "read_transform": "regkit.io.transform_files",
+    "write_transform": "regkit.io.transform_files",
+}
+_ALIASES = {"load": "load_image", "save": "save_image"}
+
+__all__ = sorted(list(_EXPORTS) + list(_ALIASES) + ["__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    target = _ALIASES.get(name, name)
+    if target in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[target]), target)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'regkit' has no attribute {name!r}")

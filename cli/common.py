@@ -1,0 +1,84 @@
+"""Shared pieces of the CLI: error handling, logging, device choice."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+from typing import Callable, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable)
+
+STATE = {"debug": False}
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 internal error (a bug: please report with --debug output); "
+    "2 bad input or usage (missing/unreadable file, output exists without --force, bad config); "
+    "3 not enough memory/resources; 4 registration could not proceed (e.g. no overlap); "
+    "130 interrupted."
+)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit with ``code``."""
+    typer.echo(f"regkit: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn regkit's errors into one line + exit code; keep tracebacks for ``--debug``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from regkit.errors import RegkitError
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except RegkitError as e:
+            if STATE["debug"]:
+                traceback.print_exc()
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("regkit: interrupted; no partial output was kept", err=True)
+            raise typer.Exit(130)
+        except MemoryError:
+            if STATE["debug"]:
+                traceback.print_exc()
+            fail("out of memory; try a coarser preset (--config fast) or --device cuda", 3)
+        except Exception as e:  # a bug: one line unless --debug
+            if STATE["debug"]:
+                traceback.print_exc()
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            fail(f"internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
+    return device
+
+
+def set_threads() -> None:
+    """Use every core the process may use (torch defaults to the physical count)."""
+    import torch
+
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n))

@@ -1,0 +1,11 @@
+"""`regkit invert` (not implemented yet)."""
+from __future__ import annotations
+
+import typer
+
+
+def add_to(app: typer.Typer) -> None:
+    @app.command("invert", help="(not implemented yet)", hidden=True)
+    def _not_yet() -> None:
+        typer.echo("regkit invert: not implemented yet", err=True)
+        raise typer.Exit(1)

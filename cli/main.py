@@ -1,0 +1,46 @@
+"""The ``regkit`` Typer application: one sub-command per module in this package."""
+from __future__ import annotations
+
+import typer
+
+from regkit.cli import common
+
+app = typer.Typer(
+    name="regkit",
+    help=(
+        "3D medical image registration in physical space (CT, MRI).\n\n"
+        "Examples:\n\n"
+        "  regkit register moving.nii.gz fixed.nii.gz --out result/\n\n"
+        "  regkit apply result/transform.regkit.safetensors moving_labels.nii.gz --reference fixed.nii.gz -o warped_labels.nii.gz --interp nearest\n\n"
+        "  regkit evaluate --fixed-labels fixed_labels.nii.gz --warped-labels result/warped_labels.nii.gz\n\n"
+        + common.EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    common.STATE["debug"] = debug
+
+
+def _register_commands() -> None:
+    # each module adds its command(s) to `app`; kept separate so commands evolve independently
+    import importlib
+
+    for name in ("apply", "register", "train", "evaluate", "qc", "export", "invert"):
+        module = importlib.import_module(f"regkit.cli.{name}")
+        module.add_to(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
