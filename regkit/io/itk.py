@@ -1,0 +1,249 @@
+"""ITK / ANTs transform files ↔ regkit transforms — the only place their LPS is converted.
+
+ITK (and so ANTs and SimpleITK) stores world coordinates in **LPS** mm; regkit uses **RAS** mm.
+Both map FIXED points to MOVING points, so only the coordinate flip ``F = diag(-1, -1, 1)``
+changes: a point matrix ``H`` (4×4) becomes ``F H F`` and a displacement vector ``u`` becomes
+``F u``.
+
+Files handled:
+
+* Affine transforms (``.mat`` MATLAB v4 as ANTs writes ``*0GenericAffine.mat``; text ``.tfm`` /
+  ``.txt``; any linear ITK transform — ``AffineTransform_double_3_3``, ``_float_3_3``,
+  ``MatrixOffsetTransformBase``, Euler/Versor/Similarity …) through ``sitk.ReadTransform`` /
+  ``sitk.WriteTransform``. Composite ``.h5`` files whose parts are all linear are read as one
+  affine.
+* Displacement fields as ANTs writes ``*1Warp.nii.gz``: NIfTI ``X×Y×Z×1×3``, intent code 1007
+  (``NIFTI_INTENT_VECTOR``), vectors in LPS mm, on the reference (fixed) grid. The 4D ``X×Y×Z×3``
+  variant and ITK vector images (``.mha``, ``.nrrd``) are read too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+import torch
+
+from regkit import space
+from regkit.errors import InputError
+from regkit.io.atomic import atomic_path
+from regkit.io.images import check_input_file, set_sitk_geometry, sitk_affine
+from regkit.transforms import AffineTransform, DisplacementField
+
+PathLike = Union[str, Path]
+AFFINE_SUFFIXES = (".mat", ".tfm", ".txt", ".h5", ".hdf5")
+FIELD_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
+NIFTI_INTENT_VECTOR = 1007
+LPS_FLIP = np.array([-1.0, -1.0, 1.0])  # RAS ↔ LPS for points and vectors (its own inverse)
+
+
+def _flip4() -> np.ndarray:
+    return space.ras_to_lps_matrix().numpy()
+
+
+def lps_matrix_to_ras(matrix4: np.ndarray) -> np.ndarray:
+    """A 4×4 world→world point matrix in LPS → the same mapping in RAS (``F H F``)."""
+    f = _flip4()
+    return f @ np.asarray(matrix4, dtype=np.float64) @ f
+
+
+ras_matrix_to_lps = lps_matrix_to_ras  # F is its own inverse
+
+
+# --------------------------------------------------------------------------- affine files
+def _linear_sitk_to_lps_matrix(tx, path: Path) -> np.ndarray:
+    """4×4 LPS matrix of a linear SimpleITK transform (any MatrixOffsetTransformBase kind)."""
+    import SimpleITK as sitk
+
+    if tx.GetDimension() != 3:
+        raise InputError(f"holds a {tx.GetDimension()}D transform; regkit needs 3D", path)
+    tx = tx.Downcast()
+    if isinstance(tx, sitk.CompositeTransform):
+        h = np.eye(4)
+        # ITK composite: the LAST added transform acts first on points
+        for i in range(tx.GetNumberOfTransforms()):
+            h = h @ _linear_sitk_to_lps_matrix(tx.GetNthTransform(i), path)
+        return h
+    if not tx.IsLinear():
+        raise InputError(f"holds a non-linear ITK transform ({tx.GetName()}); expected an affine", path)
+    if hasattr(tx, "GetMatrix") and hasattr(tx, "GetTranslation") and hasattr(tx, "GetCenter"):
+        m = np.array(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)
+        t = np.array(tx.GetTranslation(), dtype=np.float64)
+        c = np.array(tx.GetCenter(), dtype=np.float64)
+        h = np.eye(4)
+        h[:3, :3] = m
+        h[:3, 3] = t + c - m @ c
+        return h
+    # a linear transform without matrix accessors (e.g. TranslationTransform, identity):
+    # recover the matrix from the images of the origin and the unit vectors
+    o = np.array(tx.TransformPoint((0.0, 0.0, 0.0)))
+    h = np.eye(4)
+    for axis in range(3):
+        e = [0.0, 0.0, 0.0]
+        e[axis] = 1.0
+        h[:3, axis] = np.array(tx.TransformPoint(tuple(e))) - o
+    h[:3, 3] = o
+    return h
+
+
+def read_itk_affine(path: PathLike) -> AffineTransform:
+    """Read an ITK/ANTs affine transform file (``.mat``, ``.tfm``, ``.txt``, linear ``.h5``).
+
+    Returns an :class:`AffineTransform` (fixed → moving, RAS mm, float64) with the file's
+    centre of rotation converted to RAS.
+    """
+    import SimpleITK as sitk
+
+    p = check_input_file(path)
+    try:
+        tx = sitk.ReadTransform(str(p))
+    except Exception as e:
+        raise InputError(f"cannot be read as an ITK transform ({_first_line(e)})", p) from e
+    h = lps_matrix_to_ras(_linear_sitk_to_lps_matrix(tx, p))
+    center = None
+    d = tx.Downcast()
+    if hasattr(d, "GetCenter"):
+        center = torch.as_tensor(np.array(d.GetCenter(), dtype=np.float64) * LPS_FLIP)
+    return AffineTransform.from_homogeneous(torch.as_tensor(h), center=center)
+
+
+def affine_to_sitk(transform: AffineTransform):
+    """A ``sitk.AffineTransform`` (LPS) equal to a regkit affine (RAS); centre kept."""
+    import SimpleITK as sitk
+
+    if transform.batched:
+        if transform.matrix.shape[0] != 1:
+            raise InputError(f"a batched affine (N={transform.matrix.shape[0]}) cannot be written as one ITK transform")
+        h = transform.homogeneous()[0]
+    else:
+        h = transform.homogeneous()
+    h = ras_matrix_to_lps(h.detach().cpu().double().numpy())
+    c = transform.center.detach().cpu().double().numpy() * LPS_FLIP
+    m = h[:3, :3]
+    t = h[:3, 3] - c + m @ c  # ITK: y = M (x - c) + c + t
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix([float(v) for v in m.ravel()])
+    tx.SetCenter([float(v) for v in c])
+    tx.SetTranslation([float(v) for v in t])
+    return tx
+
+
+def write_itk_affine(transform: AffineTransform, path: PathLike, force: bool = False) -> Path:
+    """Write an affine as an ITK transform file (``AffineTransform_double_3_3``, LPS), atomically.
+
+    ``.mat`` gives the MATLAB v4 file ANTs writes (``*0GenericAffine.mat``); ``.tfm``/``.txt``
+    the ITK text format.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    tx = affine_to_sitk(transform)
+    with atomic_path(p, force) as tmp:
+        sitk.WriteTransform(tx, str(tmp))
+    return p
+
+
+# --------------------------------------------------------------------------- displacement fields
+def _is_nifti(p: Path) -> bool:
+    name = p.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def read_itk_displacement(path: PathLike) -> DisplacementField:
+    """Read an ITK/ANTs displacement field (LPS vectors) as a :class:`DisplacementField` (RAS).
+
+    NIfTI: ``X×Y×Z×1×3`` (ANTs, SimpleITK) or ``X×Y×Z×3``; other ITK formats: a 3-component
+    vector image. The field's grid is the file's grid.
+    """
+    p = check_input_file(path)
+    if _is_nifti(p):
+        vectors, affine = _read_nifti_vectors(p)
+    else:
+        vectors, affine = _read_sitk_vectors(p)
+    ras = vectors * LPS_FLIP  # (X, Y, Z, 3) LPS → RAS components
+    if not np.isfinite(ras).all():
+        raise InputError("displacement field has NaN/Inf vectors", p)
+    data = torch.from_numpy(np.ascontiguousarray(np.moveaxis(ras, -1, 0)))  # (3, X, Y, Z)
+    return DisplacementField(data, affine)
+
+
+def _read_nifti_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    from regkit.io.images import _nifti_affine  # same sform/qform rule as images
+
+    try:
+        img = nib.load(str(p))
+        array = np.asanyarray(img.dataobj)
+        affine = _nifti_affine(img, p)
+    except Exception as e:
+        raise InputError(f"cannot be read as a displacement field ({_first_line(e)})", p) from e
+    shape = array.shape
+    if len(shape) == 5 and shape[3] == 1 and shape[4] == 3:
+        array = array[:, :, :, 0, :]
+    elif not (len(shape) == 4 and shape[3] == 3):
+        raise InputError(f"has shape {shape}; a displacement field is X×Y×Z×1×3 (ITK/ANTs) or X×Y×Z×3", p)
+    return np.asarray(array, dtype=np.float64), np.asarray(affine, dtype=np.float64)
+
+
+def _read_sitk_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(p))
+    except Exception as e:
+        raise InputError(f"cannot be read as a displacement field ({_first_line(e)})", p) from e
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 3:
+        raise InputError(f"is not a 3D field of 3-vectors ({img.GetDimension()}D, {img.GetNumberOfComponentsPerPixel()} components)", p)
+    array = sitk.GetArrayFromImage(img)  # (Z, Y, X, 3)
+    return np.moveaxis(array, [0, 1, 2], [2, 1, 0]).astype(np.float64), sitk_affine(img)
+
+
+def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, force: bool = False) -> Path:
+    """Write a displacement ``(3, X, Y, Z)`` (RAS mm, grid ``affine``) as ITK/ANTs do, atomically.
+
+    NIfTI: ``X×Y×Z×1×3`` float32, intent code 1007 (vector), LPS vectors, sform = qform =
+    ``affine`` — the layout of ANTs' ``*1Warp.nii.gz`` that SimpleITK's ``ReadImage`` +
+    ``DisplacementFieldTransform`` and antspyx ``apply_transforms`` read. Other suffixes
+    (``.mha``, ``.nrrd``) are written by SimpleITK as vector images.
+    """
+    u = torch.as_tensor(displacement).detach().cpu()
+    if u.dim() == 5:
+        if u.shape[0] != 1:
+            raise InputError(f"a batched field (N={u.shape[0]}) cannot be written as one ITK displacement field")
+        u = u[0]
+    lps = np.moveaxis(u.double().numpy(), 0, -1) * LPS_FLIP  # (X, Y, Z, 3)
+    a = space.as_affine(affine).numpy()
+    p = Path(path)
+    with atomic_path(p, force) as tmp:
+        if _is_nifti(p):
+            import nibabel as nib
+
+            nii = nib.Nifti1Image(lps[:, :, :, None, :].astype(np.float32), a)
+            nii.set_sform(a, code=1)
+            nii.set_qform(a, code=1)
+            nii.header.set_intent(NIFTI_INTENT_VECTOR)
+            nib.save(nii, str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            img = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(lps, [0, 1, 2], [2, 1, 0])), isVector=True)
+            set_sitk_geometry(img, a)
+            sitk.WriteImage(img, str(tmp))
+    return p
+
+
+def displacement_to_sitk_transform(field: DisplacementField):
+    """A ``sitk.DisplacementFieldTransform`` equal to a regkit field (for tests and interop)."""
+    import SimpleITK as sitk
+
+    u = field.displacement.detach().cpu()[0]
+    lps = np.moveaxis(u.double().numpy(), 0, -1) * LPS_FLIP
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(lps, [0, 1, 2], [2, 1, 0])), isVector=True)
+    set_sitk_geometry(img, field.affine.numpy())
+    return sitk.DisplacementFieldTransform(img)
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:200]

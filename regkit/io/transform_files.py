@@ -1,0 +1,200 @@
+"""Transform files: regkit's own ``*.regkit.safetensors`` plus ITK/ANTs files, by suffix.
+
+``read_transform(path)`` / ``write_transform(transform, path, reference=None, force=False)``:
+
+* ``*.regkit.safetensors`` — regkit's format (docs/transform-format.md): a chain of
+  :class:`AffineTransform` / :class:`DisplacementField` / :class:`VelocityField`; tensors in
+  safetensors, the chain description, grid affines and format version in its JSON metadata.
+  Round-trips exactly (dtype and values); loading never unpickles.
+* ``.mat`` / ``.tfm`` / ``.txt`` (and reading linear ``.h5``) — ITK/ANTs affine
+  (:mod:`regkit.io.itk`). Only a purely affine transform (or chain of affines) can be written.
+* ``.nii`` / ``.nii.gz`` / ``.mha`` / ``.nrrd`` — ITK/ANTs displacement field (LPS mm vectors).
+  Any transform can be written as one, on the grid of ``reference`` (an :class:`Image` or an
+  ``(affine, shape)`` pair); a lone :class:`DisplacementField` defaults to its own grid.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from regkit import space
+from regkit.errors import InputError
+from regkit.image import Image
+from regkit.io import itk
+from regkit.io.atomic import atomic_path
+from regkit.io.images import check_input_file
+from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
+
+PathLike = Union[str, Path]
+Reference = Union[Image, Tuple[object, Sequence[int]], None]
+
+NATIVE_SUFFIX = ".regkit.safetensors"
+FORMAT_NAME = "regkit-transform"
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- native format
+def _chain(transform: Transform) -> List[Transform]:
+    return list(transform.transforms) if isinstance(transform, Compose) else [transform]
+
+
+def _tensor(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu().contiguous()
+
+
+def write_native(transform: Transform, path: PathLike, force: bool = False) -> Path:
+    """Write ``transform`` (one transform or a :class:`Compose` chain) as ``*.regkit.safetensors``."""
+    from safetensors.torch import save_file
+
+    tensors: Dict[str, torch.Tensor] = {}
+    steps: List[dict] = []
+    for i, t in enumerate(_chain(transform)):
+        key = f"{i}"
+        if isinstance(t, AffineTransform):
+            tensors[f"{key}.matrix"] = _tensor(t.matrix)
+            tensors[f"{key}.translation"] = _tensor(t.translation)
+            tensors[f"{key}.center"] = _tensor(t.center)
+            steps.append({"type": "affine"})
+        elif isinstance(t, DisplacementField):
+            tensors[f"{key}.displacement"] = _tensor(t.displacement)
+            steps.append({"type": "displacement", "grid_affine": t.affine.tolist()})
+        elif isinstance(t, VelocityField):
+            tensors[f"{key}.velocity"] = _tensor(t.velocity)
+            steps.append({"type": "velocity", "grid_affine": t.affine.tolist(), "steps": t.steps})
+        else:
+            raise InputError(f"cannot save a {type(t).__name__} in a regkit transform file "
+                             "(supported: AffineTransform, DisplacementField, VelocityField, Compose of them)", path)
+    metadata = {
+        "format": FORMAT_NAME,
+        "version": str(FORMAT_VERSION),
+        "direction": "fixed_to_moving",
+        "world": "RAS_mm",
+        "chain": json.dumps(steps),
+    }
+    p = Path(path)
+    with atomic_path(p, force) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return p
+
+
+def read_native(path: PathLike) -> Transform:
+    """Read a ``*.regkit.safetensors`` file: one transform, or a :class:`Compose` for a chain."""
+    from safetensors import safe_open
+
+    p = check_input_file(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise InputError(f"cannot be read as a regkit transform file ({itk._first_line(e)})", p) from e
+    if metadata.get("format") != FORMAT_NAME:
+        raise InputError("is a safetensors file but not a regkit transform (metadata 'format' missing)", p)
+    version = int(metadata.get("version", "0"))
+    if version > FORMAT_VERSION:
+        raise InputError(f"was written by a newer regkit (transform format v{version}; this one reads v{FORMAT_VERSION}); upgrade regkit", p)
+    try:
+        steps = json.loads(metadata["chain"])
+        transforms = [_build_step(str(i), step, tensors) for i, step in enumerate(steps)]
+    except (KeyError, ValueError, TypeError) as e:
+        raise InputError(f"has a malformed transform chain ({type(e).__name__}: {e})", p) from e
+    if not transforms:
+        raise InputError("holds an empty transform chain", p)
+    return transforms[0] if len(transforms) == 1 else Compose(*transforms)
+
+
+def _build_step(key: str, step: dict, tensors: Dict[str, torch.Tensor]) -> Transform:
+    kind = step["type"]
+    if kind == "affine":
+        return AffineTransform(tensors[f"{key}.matrix"], tensors[f"{key}.translation"], tensors[f"{key}.center"], requires_grad=False)
+    if kind == "displacement":
+        return DisplacementField(tensors[f"{key}.displacement"], torch.tensor(step["grid_affine"], dtype=torch.float64))
+    if kind == "velocity":
+        return VelocityField(tensors[f"{key}.velocity"], torch.tensor(step["grid_affine"], dtype=torch.float64), steps=int(step["steps"]))
+    raise ValueError(f"unknown transform type {kind!r}")
+
+
+# --------------------------------------------------------------------------- dispatch
+def transform_kind(path: PathLike) -> str:
+    """``"native"``, ``"itk_affine"`` or ``"itk_field"`` from a file name (InputError otherwise)."""
+    name = Path(path).name.lower()
+    if name.endswith(NATIVE_SUFFIX) or name.endswith(".safetensors"):
+        return "native"
+    if name.endswith(itk.AFFINE_SUFFIXES):
+        return "itk_affine"
+    if name.endswith(itk.FIELD_SUFFIXES):
+        return "itk_field"
+    raise InputError(
+        f"unknown transform file type; expected {NATIVE_SUFFIX}, an ITK affine "
+        f"({', '.join(itk.AFFINE_SUFFIXES[:3])}) or a displacement field (.nii.gz)", path)
+
+
+def read_transform(path: PathLike) -> Transform:
+    """Read any supported transform file as a :class:`Transform` (fixed → moving, RAS mm)."""
+    kind = transform_kind(path)
+    if kind == "native":
+        return read_native(path)
+    if kind == "itk_affine":
+        return itk.read_itk_affine(path)
+    return itk.read_itk_displacement(path)
+
+
+def _reference_grid(reference: Reference, transform: Transform, path: PathLike):
+    if isinstance(reference, Image):
+        return reference.affine, reference.shape
+    if reference is not None:
+        affine, shape = reference
+        return space.grid_of(affine, shape)
+    if isinstance(transform, DisplacementField):
+        return transform.affine, transform.shape
+    raise InputError("writing this transform as a displacement field needs a reference grid (the fixed image)", path)
+
+
+def _as_affine(transform: Transform) -> Optional[AffineTransform]:
+    """One AffineTransform equal to a purely affine transform/chain, else None."""
+    chain = _chain(transform)
+    if not all(isinstance(t, AffineTransform) for t in chain):
+        return None
+    if len(chain) == 1:
+        return chain[0]
+    h = torch.eye(4, dtype=torch.float64)
+    for t in chain:  # the first acts first: H = H_n … H_1
+        ht = t.homogeneous().detach().double()
+        if ht.dim() == 3:
+            if ht.shape[0] != 1:
+                return None
+            ht = ht[0]
+        h = ht @ h
+    return AffineTransform.from_homogeneous(h, center=chain[0].center.detach().double())
+
+
+def write_transform(transform: Transform, path: PathLike, reference: Reference = None, force: bool = False) -> Path:
+    """Write ``transform`` in the format its suffix names, atomically (never overwriting without
+    ``force``).
+
+    Args:
+        transform: fixed → moving (RAS mm); a :class:`Compose` chain is allowed.
+        path: ``*.regkit.safetensors`` (any chain, exact), ``.mat``/``.tfm``/``.txt`` (affine
+            only) or ``.nii.gz``/``.nii``/``.mha``/``.nrrd`` (a displacement field).
+        reference: grid of a written displacement field — an :class:`Image` or
+            ``(affine, shape)``; not needed for a lone :class:`DisplacementField`.
+    """
+    kind = transform_kind(path)
+    if kind == "native":
+        return write_native(transform, path, force)
+    if kind == "itk_affine":
+        affine = _as_affine(transform)
+        if affine is None:
+            raise InputError("only an affine transform can be written as an ITK affine file; "
+                             "use .regkit.safetensors or a displacement field (.nii.gz with a reference)", path)
+        return itk.write_itk_affine(affine, path, force)
+    affine, shape = _reference_grid(reference, transform, path)
+    if isinstance(transform, DisplacementField) and reference is None:
+        displacement = transform.displacement
+    else:
+        with torch.no_grad():
+            displacement = transform.displacement_on(affine, shape, dtype=torch.float64)
+    return itk.write_itk_displacement(displacement, affine, path, force)
