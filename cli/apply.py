@@ -1,11 +1,190 @@
-"""`regkit apply` (not implemented yet)."""
+"""`regkit apply`: resample an image (or map points) through one or more transform files."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from regkit.cli.common import EXIT_CODES_HELP, handle_errors
+
+HELP = f"""Apply transforms to an image (onto the reference grid) or to points.
+
+Usage: regkit apply TRANSFORM... MOVING -r FIXED -o OUT, or regkit apply TRANSFORM... --points CSV --points-out CSV.
+
+TRANSFORM files map FIXED points to MOVING points: regkit's *.regkit.safetensors, ITK/ANTs affines (.mat, .tfm, .txt) and ITK/ANTs displacement fields (*Warp.nii.gz, .nii, .mha; as written by ANTs, antspyx or SimpleITK). Several are given in antsApplyTransforms' order: the FIRST listed acts first on fixed-space points, so ANTs' output goes as `reg1Warp.nii.gz reg0GenericAffine.mat`. The chain is collapsed into one sampling of MOVING.
+
+Integer label maps (integer file type, at most 256 distinct values) are resampled with nearest neighbour and keep their dtype, unless --interp is given.
+
+--inverse inverts the whole chain (exact for affines and velocity fields; displacement fields by fixed-point iteration, the residual is printed).
+
+With --points CSV (columns x,y,z in world mm, other columns kept; RAS unless --lps, as ANTs/ITK CSVs use) the points are mapped from fixed to moving space (with --inverse: moving to fixed) and written to --points-out; then no MOVING/--reference is needed.
+
+Examples:
+
+  regkit apply out/transform.regkit.safetensors moving.nii.gz -r fixed.nii.gz -o warped.nii.gz
+
+  regkit apply reg1Warp.nii.gz reg0GenericAffine.mat labels.nii.gz -r fixed.nii.gz -o warped_labels.nii.gz --interp nearest
+
+  regkit apply reg0GenericAffine.mat fixed.nii.gz -r moving.nii.gz -o fixed_in_moving.nii.gz --inverse
+
+  regkit apply out/transform.regkit.safetensors --points fixed_landmarks.csv --points-out in_moving.csv
+
+  regkit apply reg1Warp.nii.gz reg0GenericAffine.mat --points ants_points.csv --lps --points-out mapped.csv
+
+{EXIT_CODES_HELP}"""
+
+MAX_LABELS = 256
+
 
 def add_to(app: typer.Typer) -> None:
-    @app.command("apply", help="(not implemented yet)", hidden=True)
-    def _not_yet() -> None:
-        typer.echo("regkit apply: not implemented yet", err=True)
-        raise typer.Exit(1)
+    @app.command("apply", help=HELP, no_args_is_help=True)
+    @handle_errors
+    def apply(
+        inputs: List[Path] = typer.Argument(..., metavar="FILES",
+                                            help="Transform files (first acts first on fixed points), then the moving image (not with --points)."),
+        reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Fixed image: the output grid."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output image (.nii.gz, .nii, .mha, .nrrd)."),
+        interp: Optional[str] = typer.Option(None, "--interp", help="linear | nearest (default: nearest for integer label maps, else linear)."),
+        inverse: bool = typer.Option(False, "--inverse", help="Apply the inverse of the whole chain."),
+        points: Optional[Path] = typer.Option(None, "--points", help="CSV of points (x,y,z world mm) to map instead of an image."),
+        points_out: Optional[Path] = typer.Option(None, "--points-out", help="Output CSV for --points."),
+        lps: bool = typer.Option(False, "--lps", help="--points/--points-out hold LPS coordinates (ANTs/ITK CSVs), not RAS."),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    ) -> None:
+        from regkit.errors import InputError
+
+        if interp is not None and interp not in ("linear", "nearest"):
+            raise InputError(f"--interp must be 'linear' or 'nearest', got {interp!r}")
+        if points is not None:
+            if points_out is None:
+                raise InputError("--points needs --points-out (the CSV to write)")
+            if reference is not None or output is not None:
+                raise InputError("--points maps points only; drop MOVING, --reference and -o (or run twice)")
+            _apply_to_points(inputs, points, points_out, inverse, lps, force)
+            return
+        if len(inputs) < 2:
+            raise InputError("give at least one TRANSFORM and the MOVING image (or --points CSV)")
+        if reference is None or output is None:
+            raise InputError("resampling an image needs --reference FIXED and -o OUTPUT")
+        _apply_to_image(inputs[:-1], inputs[-1], reference, output, interp, inverse, force)
+
+
+def load_chain(paths: List[Path], inverse: bool):
+    """The transforms of ``paths`` as one Compose (first acts first), inverted if asked."""
+    from regkit.io.transform_files import read_transform
+    from regkit.transforms import Compose, DisplacementField
+
+    chain = [read_transform(p) for p in paths]
+    if not inverse:
+        return Compose(*chain)
+    inverted = []
+    for path, t in zip(reversed(paths), reversed(chain)):
+        parts = t.transforms if isinstance(t, Compose) else [t]
+        for part in reversed(list(parts)):
+            inv = part.inverse()
+            if isinstance(part, DisplacementField):
+                typer.echo(f"inverted displacement field {path}: residual max {inv.inverse_residual_mm:.3g} mm", err=True)
+            inverted.append(inv)
+    return Compose(*inverted)
+
+
+def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_path: Path, output: Path,
+                    interp: Optional[str], inverse: bool, force: bool) -> None:
+    import torch
+
+    from regkit.io.atomic import check_writable
+    from regkit.io.images import load_image, save_image
+    from regkit.resample import resample
+
+    check_writable(output, force)  # fail before any work
+    chain = load_chain(transform_paths, inverse)
+    label_dtype = integer_label_dtype(moving_path) if interp in (None, "nearest") else None
+    if interp is None and label_dtype is not None:
+        typer.echo(f"{moving_path}: integer label map -> nearest neighbour (pass --interp linear to override)", err=True)
+    mode = interp or ("nearest" if label_dtype is not None else "linear")
+    moving = load_image(moving_path, is_label=mode == "nearest" and label_dtype is not None)
+    reference = load_image(reference_path)
+    with torch.no_grad():
+        warped = resample(moving, chain, reference, mode=mode)
+    save_image(warped, output, force=force, dtype=label_dtype if warped.is_label else None)
+    typer.echo(f"wrote {output}")
+
+
+def integer_label_dtype(path: Path):
+    """The file's numpy dtype if it stores integers with at most ``MAX_LABELS`` distinct values
+    (a label map), else None. Scaled NIfTI integers (scl_slope) count as intensities."""
+    import numpy as np
+
+    from regkit.io.images import check_input_file
+
+    p = check_input_file(path)
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz", ".mgz", ".mgh")):
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(p))
+        except Exception:
+            return None  # load_image reports the error with its own message
+        dtype = np.dtype(img.get_data_dtype())
+        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+        if not np.issubdtype(dtype, np.integer) or slope != 1.0 or inter != 0.0:
+            return None
+        values = np.asarray(img.dataobj)
+    else:
+        import SimpleITK as sitk
+
+        try:
+            values = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+        except Exception:
+            return None
+        dtype = values.dtype
+        if not np.issubdtype(dtype, np.integer):
+            return None
+    return dtype if np.unique(values).size <= MAX_LABELS else None
+
+
+def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out: Path, inverse: bool, lps: bool, force: bool) -> None:
+    import torch
+
+    from regkit.io.atomic import check_writable
+    from regkit.metrics import read_landmarks
+
+    check_writable(points_out, force)
+    pts = read_landmarks(points_path, lps=lps)  # RAS mm (P, 3) float64
+    chain = load_chain(transform_paths, inverse)
+    with torch.no_grad():
+        mapped = chain(pts).double()
+    write_points_csv(points_path, mapped, points_out, lps=lps, force=force)
+    typer.echo(f"mapped {pts.shape[0]} points -> {points_out}")
+
+
+def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: bool) -> None:
+    """Write mapped points as CSV: the source's columns with x, y, z replaced (RAS, or LPS)."""
+    import csv
+    import io
+
+    from regkit.io.atomic import write_text
+
+    pts = points_ras.numpy().copy()
+    if lps:
+        pts[:, :2] *= -1.0
+    with open(source, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    header = [c.strip() for c in rows[0]]
+    names = [c.lower() for c in header]
+    if {"x", "y", "z"} <= set(names):
+        cols, body = [names.index(a) for a in ("x", "y", "z")], rows[1:]
+    else:
+        header, cols, body = None, [0, 1, 2], rows
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    for row, p in zip(body, pts):
+        row = list(row)
+        for c, v in zip(cols, p):
+            row[c] = repr(float(v))
+        writer.writerow(row)
+    write_text(path, buf.getvalue(), force=force)
