@@ -2,34 +2,53 @@
 
 NIfTI (``.nii``, ``.nii.gz``) and MGH (``.mgz``) go through nibabel; other ITK formats
 (``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``) through SimpleITK, whose LPS geometry is turned into a
-RAS voxel→world affine here. Rules:
+RAS voxel→world affine here. Every problem with a file is an :class:`InputError` (exit code 2)
+naming the file, or a :class:`ResourceError` (exit code 3) when it would not fit in memory; the
+header is checked before any voxel is read. Rules:
 
-* NIfTI affine: the sform when its code is set, else the qform, else nibabel's pixdim fallback
-  with a warning (orientation unknown).
+* NIfTI orientation (``header_policy``, default from ``$REGKIT_NIFTI_AFFINE``, else
+  ``"strict"``): with ``"strict"`` a file whose sform and qform are both set but map the grid to
+  places more than a tenth of a voxel apart is REFUSED — nibabel/FSL use the sform, ITK/ANTs may
+  use the qform, so a silent choice could register in the wrong orientation — and so is a file
+  with neither set (orientation unknown). ``"sform"`` / ``"qform"`` pick that one when set (the
+  other otherwise, else the voxel sizes alone) and warn.
 * A 4th dimension of length 1 is dropped; more than one volume is an error unless
   ``volume=`` picks one. Never a silent reshape.
+* NaN/Inf voxels, a zero-length dimension, a singular or non-finite affine are errors.
 * Label maps (``is_label=True``) must hold integer values and are returned as int32.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from regkit import space
-from regkit.errors import InputError
+from regkit.errors import InputError, RegkitError, ResourceError
 from regkit.image import Image
 from regkit.io.atomic import atomic_path
+from regkit.resources import check_memory, estimate_image_read
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 NIBABEL_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+ENV_HEADER_POLICY = "REGKIT_NIFTI_AFFINE"
+HEADER_POLICIES = ("strict", "sform", "qform")
+#: sform and qform "agree" when they map every corner of the grid within this fraction of the
+#: smallest voxel size of each other (float rounding of the quaternion stays far below it).
+SFORM_QFORM_TOLERANCE_VOXELS = 0.1
+
+
+class OrientationWarning(UserWarning):
+    """A NIfTI orientation was chosen by ``$REGKIT_NIFTI_AFFINE`` rather than read unambiguously."""
 
 
 def _has_suffix(path: Path, suffixes) -> bool:
@@ -44,77 +63,216 @@ def check_input_file(path: PathLike) -> Path:
         raise InputError("no such file", p)
     if p.is_dir():
         raise InputError("is a directory, expected an image file", p)
+    if not os.access(p, os.R_OK):
+        raise InputError("is not readable (permission denied)", p)
     if p.stat().st_size == 0:
         raise InputError("is empty (0 bytes)", p)
     return p
 
 
-def load_image(path: PathLike, is_label: bool = False, volume: Optional[int] = None, dtype=torch.float32) -> Image:
-    """Read an image (or label map with ``is_label=True``) as an :class:`Image`."""
+def load_image(path: PathLike, is_label: bool = False, volume: Optional[int] = None, dtype=torch.float32,
+               header_policy: Optional[str] = None) -> Image:
+    """Read an image (or label map with ``is_label=True``) as an :class:`Image`.
+
+    Args:
+        path: NIfTI/MGH/ITK image file.
+        is_label: read integer labels (int32) instead of float intensities.
+        volume: index of the volume to take from a 4D file (else 4D with several volumes is an error).
+        header_policy: NIfTI orientation rule, ``"strict"``, ``"sform"`` or ``"qform"`` (see the
+            module docstring); ``None`` reads ``$REGKIT_NIFTI_AFFINE`` (default ``"strict"``).
+    Raises:
+        InputError: the file is missing, unreadable, not a 3D image, or its content is unusable.
+        ResourceError: the header declares more voxels than fit in memory.
+    """
     p = check_input_file(path)
-    if _has_suffix(p, ITK_SUFFIXES):
-        array, affine = _read_sitk(p)
-    else:
-        array, affine = _read_nibabel(p)
-    array = _to_3d(array, p, volume)
-    _check_geometry(array, affine, p)
-    if is_label:
-        return Image(torch.from_numpy(_as_labels(array, p))[None], affine, is_label=True)
-    data = array.astype(np.float32, copy=False)
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise InputError(f"contains {bad} NaN/Inf voxels; clean the image (e.g. set them to 0) first", p)
-    return Image(torch.from_numpy(np.ascontiguousarray(data))[None].to(dtype), affine)
+    policy = _header_policy(header_policy)
+    try:
+        with np.errstate(all="ignore"):
+            if _has_suffix(p, ITK_SUFFIXES):
+                array, affine = _read_sitk(p, is_label)
+            else:
+                array, affine = _read_nibabel(p, is_label, policy)
+            array = _to_3d(array, p, volume)
+            _check_geometry(affine, p)
+            if is_label:
+                return Image(torch.from_numpy(_as_labels(array, p))[None], affine, is_label=True)
+            data = np.ascontiguousarray(array, dtype=np.float32)
+            if not np.isfinite(data).all():
+                bad = int((~np.isfinite(data)).sum())
+                raise InputError(f"contains {bad} NaN/Inf voxels; clean the image (e.g. set them to 0) first", p)
+    except RegkitError:
+        raise
+    except MemoryError as e:
+        raise ResourceError("does not fit in memory while reading; downsample or crop it first", p) from e
+    except Exception as e:  # any other failure on a damaged file is still the file's problem
+        raise InputError(f"cannot be read as an image ({_short(e)})", p) from e
+    return Image(torch.from_numpy(data)[None].to(dtype), affine)
 
 
-def load_label(path: PathLike, volume: Optional[int] = None) -> Image:
+def load_label(path: PathLike, volume: Optional[int] = None, header_policy: Optional[str] = None) -> Image:
     """Read a label map (integer values) as an int32 :class:`Image`."""
-    return load_image(path, is_label=True, volume=volume)
+    return load_image(path, is_label=True, volume=volume, header_policy=header_policy)
 
 
-def _read_nibabel(p: Path):
+def _header_policy(policy: Optional[str]) -> str:
+    chosen = policy or os.environ.get(ENV_HEADER_POLICY) or "strict"
+    if chosen not in HEADER_POLICIES:
+        raise InputError(f"{ENV_HEADER_POLICY}={chosen!r}: expected one of {', '.join(HEADER_POLICIES)}")
+    return chosen
+
+
+def _check_declared_size(shape: Tuple[int, ...], bytes_per_value: int, p: Path, on_disk: Optional[int] = None) -> None:
+    """Refuse a header that declares an empty grid, more voxels than memory holds, or (for an
+    uncompressed file) more data than the file contains — before reading any voxel."""
+    if len(shape) < 2:
+        raise InputError(f"is {len(shape)}D (shape {tuple(shape)}); regkit needs a 3D volume", p)
+    if any(int(s) <= 0 for s in shape):
+        raise InputError(f"has a zero-length (or negative) dimension (shape {tuple(int(s) for s in shape)})", p)
+    n_bytes = int(np.prod([int(s) for s in shape], dtype=object)) * bytes_per_value
+    if on_disk is not None and n_bytes > on_disk:
+        raise InputError(f"is truncated: its header declares {n_bytes} bytes of voxel data but it holds {max(on_disk, 0)}", p)
+    compressed = p.name.lower().endswith((".gz", ".mgz"))
+    check_memory(estimate_image_read(shape, bytes_per_value, compressed), f"reading {p} (shape {tuple(int(s) for s in shape)})",
+                 hint="downsample or crop it first")
+
+
+def _read_nibabel(p: Path, is_label: bool, policy: str):
+    import nibabel as nib
+
+    # nibabel logs and warns as it fixes up odd headers; real problems raise and are reported.
+    # Only regkit's own warnings (about the orientation choice) are passed on.
+    # (nibabel's own LoggingOutputSuppressor removes its handler, after which logging's
+    # last-resort handler prints the messages anyway; raising the level silences them.)
+    nib_logger = logging.getLogger(nib.imageglobals.logger.name)
+    level = nib_logger.level
+    nib_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _read_nibabel_quietly(p, is_label, policy)
+    finally:
+        nib_logger.setLevel(level)
+    for w in caught:
+        if issubclass(w.category, OrientationWarning):
+            warnings.warn(w.message, stacklevel=3)
+    return result
+
+
+def _read_nibabel_quietly(p: Path, is_label: bool, policy: str):
     import nibabel as nib
 
     try:
-        img = nib.load(str(p))
-        if isinstance(img, nib.Nifti1Image) or isinstance(img, nib.Nifti2Image):
-            affine = _nifti_affine(img, p)
+        try:
+            img = nib.load(str(p))
+        except nib.filebasedimages.ImageFileError as e:
+            if "Cannot work out file type" in str(e):
+                raise InputError("is not an image regkit can read (no NIfTI, MGH, MHA or NRRD header found)", p) from e
+            raise
+        if not hasattr(img, "dataobj") or not hasattr(img, "shape"):
+            raise InputError(f"is not a volume image ({type(img).__name__})", p)
+        on_disk = None
+        proxy = img.dataobj
+        if not p.name.lower().endswith((".gz", ".mgz")) and hasattr(proxy, "offset"):
+            on_disk = p.stat().st_size - int(proxy.offset)
+        _check_declared_size(img.shape, np.dtype(img.get_data_dtype()).itemsize, p, on_disk)
+        if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            affine = _nifti_affine(img, p, policy)
         else:
             affine = img.affine
-        array = np.asanyarray(img.dataobj)
-    except InputError:
+        array = np.asanyarray(proxy) if is_label else np.asarray(proxy, dtype=np.float32)
+    except RegkitError:
+        raise
+    except MemoryError:
         raise
     except Exception as e:  # nibabel raises many types for bad files (ImageFileError, EOFError, zlib...)
         raise InputError(f"cannot be read as an image ({_short(e)})", p) from e
     return array, np.asarray(affine, dtype=np.float64)
 
 
-def _nifti_affine(img, p: Path) -> np.ndarray:
+def _corner_distance(a: np.ndarray, b: np.ndarray, shape) -> float:
+    """Largest distance (mm) between where affines ``a`` and ``b`` put the grid's 8 corners."""
+    ext = [max(int(s) - 1, 0) for s in shape[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in (0, ext[0]) for j in (0, ext[1]) for k in (0, ext[2])])
+    return float(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1).max())
+
+
+def _nifti_affine(img, p: Path, policy: Optional[str] = None) -> np.ndarray:
+    """The voxel→world affine of a NIfTI header under ``policy`` (module docstring)."""
+    policy = _header_policy(policy)
     hdr = img.header
     sform, scode = hdr.get_sform(coded=True)
     qform, qcode = hdr.get_qform(coded=True)
-    if scode and scode > 0:
-        if qcode and qcode > 0 and not np.allclose(sform, qform, atol=1e-3):
-            warnings.warn(f"{p}: sform and qform disagree (max difference {np.abs(sform - qform).max():.3g}); using the sform", stacklevel=3)
-        return sform
-    if qcode and qcode > 0:
-        return qform
-    warnings.warn(f"{p}: neither sform nor qform is set; orientation is unknown, assuming voxel spacing only", stacklevel=3)
+    has_s = bool(scode) and scode > 0 and sform is not None
+    has_q = bool(qcode) and qcode > 0 and qform is not None
+    if has_s and has_q:
+        voxel = float(np.linalg.norm(sform[:3, :3], axis=0).min()) or 1.0
+        gap = _corner_distance(sform, qform, img.shape)
+        if not np.isfinite(gap) or gap > SFORM_QFORM_TOLERANCE_VOXELS * voxel:
+            if policy == "strict":
+                raise InputError(
+                    f"sform and qform disagree (by up to {gap:.3g} mm over the grid), so its orientation is "
+                    f"ambiguous (nibabel uses the sform, ITK may use the qform); fix the header or set "
+                    f"{ENV_HEADER_POLICY}=sform or =qform to choose", p)
+            warnings.warn(f"{p}: sform and qform disagree by up to {gap:.3g} mm; using the {policy} ({ENV_HEADER_POLICY})", OrientationWarning)
+        return qform if policy == "qform" else sform
+    if has_s or has_q:
+        return sform if has_s else qform
+    if policy == "strict":
+        raise InputError(
+            f"has neither sform nor qform set, so its orientation is unknown; fix the header or set "
+            f"{ENV_HEADER_POLICY}=sform to accept voxel sizes only (no orientation)", p)
+    warnings.warn(f"{p}: neither sform nor qform is set; orientation is unknown, assuming voxel spacing only", OrientationWarning)
     return hdr.get_base_affine()
 
 
-def _read_sitk(p: Path):
+def _read_sitk(p: Path, is_label: bool = False):
     import SimpleITK as sitk
 
     try:
-        img = sitk.ReadImage(str(p))
+        with _quiet_c_stderr():
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            raise InputError(f"is {reader.GetDimension()}D; regkit needs a 3D volume", p)
+        itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
+        size = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+        _check_declared_size(size, itemsize, p)
+        with _quiet_c_stderr():
+            img = reader.Execute()
+    except RegkitError:
+        raise
     except Exception as e:
-        raise InputError(f"cannot be read as an image ({_short(e)})", p) from e
-    if img.GetDimension() != 3:
-        raise InputError(f"is {img.GetDimension()}D; regkit needs a 3D volume", p)
+        raise InputError(f"cannot be read as an image ({_itk_reason(e)}; is it damaged or truncated?)", p) from e
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C])
-    array = np.moveaxis(array, [0, 1, 2], [2, 1, 0]) if array.ndim == 3 else np.moveaxis(array, [0, 1, 2], [2, 1, 0])
-    return array, sitk_affine(img)
+    array = np.moveaxis(array, [0, 1, 2], [2, 1, 0])
+    return (array if is_label else array.astype(np.float32, copy=False)), sitk_affine(img)
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr():
+    """Silence what ITK's C++ readers print straight to file descriptor 2 (MetaIO, NRRD), so a
+    damaged file gives regkit's one-line error only; the reason is in ITK's exception."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr descriptor (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _itk_reason(e: Exception) -> str:
+    """The useful line of an ITK exception ("ITK ERROR: MetaImageIO(0x..): <reason>")."""
+    for line in str(e).splitlines():
+        if "ERROR:" in line:
+            return line.split("):", 1)[-1].strip().rstrip(".")[:200]
+    return _short(e)
 
 
 def sitk_affine(img) -> np.ndarray:
@@ -144,8 +302,8 @@ def _to_3d(array: np.ndarray, p: Path, volume: Optional[int]) -> np.ndarray:
     return np.asarray(array).reshape(array.shape[:3] + (n,))[..., volume]
 
 
-def _check_geometry(array: np.ndarray, affine: np.ndarray, p: Path) -> None:
-    if not np.isfinite(affine).all():
+def _check_geometry(affine: np.ndarray, p: Path) -> None:
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise InputError("voxel-to-world affine has NaN/Inf entries", p)
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError("voxel-to-world affine is singular (zero voxel size or collinear axes)", p)
@@ -153,6 +311,8 @@ def _check_geometry(array: np.ndarray, affine: np.ndarray, p: Path) -> None:
 
 def _as_labels(array: np.ndarray, p: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
+        if array.size and (array.max() > np.iinfo(np.int32).max or array.min() < np.iinfo(np.int32).min):
+            raise InputError("label map has values beyond the int32 range", p)
         return np.ascontiguousarray(array.astype(np.int32))
     a = np.asarray(array, dtype=np.float64)
     if not np.isfinite(a).all():
@@ -160,6 +320,8 @@ def _as_labels(array: np.ndarray, p: Path) -> np.ndarray:
     r = np.rint(a)
     if np.abs(a - r).max() > 1e-3:
         raise InputError("label map has non-integer values; is it an intensity image?", p)
+    if np.abs(r).max() > np.iinfo(np.int32).max:
+        raise InputError("label map has values beyond the int32 range", p)
     return np.ascontiguousarray(r.astype(np.int32))
 
 
