@@ -49,10 +49,11 @@ def voxel_to_normalized_matrix(shape: Sequence[int]) -> Tensor:
     m = torch.zeros(4, 4, dtype=torch.float64)
     for axis, size in enumerate(shape[-3:]):
         row = 2 - axis  # grid_sample component order is (k, j, i)
-        # an axis of size 1 gets scale 2 (grid_sample maps any value to its only voxel), which
-        # keeps the matrix invertible
+        # an axis of size 1 gets scale 2 and its voxel sits at 0 (grid_sample maps any value to
+        # its only voxel): the matrix stays invertible and half a voxel is 1, as on other axes'
+        # borders, so inside_mask can use |n| <= 1 there
         m[row, axis] = 2.0 / (size - 1) if size > 1 else 2.0
-        m[row, 3] = -1.0
+        m[row, 3] = -1.0 if size > 1 else 0.0
     m[3, 3] = 1.0
     return m
 
@@ -152,9 +153,10 @@ def sample(volume: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: s
 
 def inside_mask(grid: Tensor, shape: Sequence[int]) -> Tensor:
     """Whether grid_sample coordinates ``(..., 3)`` lie within the voxel extent of a grid of
-    ``shape`` (voxel centres ± half a voxel): ``|n| <= 1 + 1/(size - 1)`` on every axis."""
+    ``shape`` (voxel centres ± half a voxel): ``|n| <= 1 + 1/(size - 1)`` on every axis, and
+    ``|n| <= 1`` on an axis of size 1 (see :func:`voxel_to_normalized_matrix`)."""
     sizes = torch.tensor([float(s) for s in shape[-3:]][::-1], device=grid.device, dtype=grid.dtype)
-    limit = 1.0 + 1.0 / torch.clamp(sizes - 1.0, min=1.0)
+    limit = torch.where(sizes > 1.0, 1.0 + 1.0 / torch.clamp(sizes - 1.0, min=1.0), torch.ones_like(sizes))
     return (grid.abs() <= limit).all(dim=-1)
 
 
