@@ -1,0 +1,138 @@
+"""Checkpoints: ONE safetensors file — tensors (weights, optimizer state, RNG state) plus JSON
+metadata (format, model config, training config, versions, step). Reading never unpickles
+anything: a file that is not safetensors (e.g. a ``torch.save`` pickle) is refused before a
+single byte of it is interpreted as code.
+
+Tensor names: ``model/<state_dict key>``, ``optim/<param index>/<state key>``, ``rng/<name>``.
+Metadata keys (all JSON strings): ``format`` (= :data:`FORMAT`), ``format_version``,
+``model_config``, ``train_config`` (optional), ``versions``, ``step``, and free ``extra``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+from regkit.errors import InputError
+from regkit.io.atomic import atomic_path
+from regkit.nn.config import ModelConfig
+
+FORMAT = "regkit-cascade-checkpoint"
+FORMAT_VERSION = "1"
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds: tensors by name and decoded JSON metadata."""
+
+    tensors: Dict[str, Tensor]
+    metadata: Dict[str, object] = field(default_factory=dict)
+
+    def group(self, prefix: str) -> Dict[str, Tensor]:
+        """Tensors under ``prefix/`` with the prefix removed."""
+        p = prefix + "/"
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.model_validate(self.metadata["model_config"])
+
+    @property
+    def step(self) -> int:
+        return int(self.metadata.get("step", 0))
+
+
+def versions() -> Dict[str, str]:
+    import regkit
+
+    out = {"regkit": regkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import monai
+
+        out["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        pass
+    return out
+
+
+def write_checkpoint(path: PathLike, tensors: Dict[str, Tensor], metadata: Dict[str, object], force: bool = True) -> Path:
+    """Write tensors + metadata atomically (a crash never leaves a half-written checkpoint)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions()}
+    meta.update(metadata)
+    encoded = {k: json.dumps(v) for k, v in meta.items()}
+    # safetensors refuses views sharing storage; every tensor gets its own contiguous CPU copy
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    p = Path(path)
+    with atomic_path(p, force) as tmp:
+        save_file(flat, str(tmp), metadata=encoded)
+    return p
+
+
+def read_checkpoint(path: PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`write_checkpoint` (safetensors only, no pickle).
+
+    Raises :class:`InputError` for a missing file, a file that is not safetensors (a pickle is
+    refused unread) or a safetensors file that is not a regkit cascade checkpoint.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such checkpoint file", p)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = f.metadata() or {}
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"is not a regkit checkpoint (not a safetensors file; pickled checkpoints are refused): {str(e)[:120]}", p) from e
+    try:
+        metadata = {k: json.loads(v) for k, v in raw.items()}
+    except json.JSONDecodeError as e:
+        raise InputError("has unreadable checkpoint metadata (not JSON)", p) from e
+    if metadata.get("format") != FORMAT:
+        raise InputError(f"is a safetensors file but not a regkit cascade checkpoint (format={metadata.get('format')!r})", p)
+    if "model_config" not in metadata:
+        raise InputError("checkpoint has no model_config", p)
+    return Checkpoint(tensors, metadata)
+
+
+def model_tensors(model: torch.nn.Module) -> Dict[str, Tensor]:
+    return {f"model/{k}": v for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, path: PathLike) -> None:
+    """Load ``model/`` weights strictly; a different architecture is an :class:`InputError`."""
+    state = checkpoint.group("model")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
+                  else f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} != {tuple(own[wrong[0]].shape)}")
+        raise InputError(f"checkpoint does not fit this model ({detail}); it was made with another model config", path)
+    model.load_state_dict(state)
+
+
+def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None):
+    """Rebuild the :class:`~regkit.nn.cascade.CascadeNet` stored in a checkpoint, weights loaded,
+    in eval mode."""
+    from regkit.nn.cascade import CascadeNet
+
+    ckpt = read_checkpoint(path)
+    try:
+        config = ckpt.model_config
+    except Exception as e:
+        raise InputError(f"checkpoint's model_config is invalid: {str(e).splitlines()[0]}", path) from e
+    model = CascadeNet(config)
+    load_model_state(model, ckpt, path)
+    return model.to(device or "cpu").eval()

@@ -1,0 +1,75 @@
+"""Configuration of a cascade model (validated by pydantic; unknown keys are errors).
+
+Everything that fixes the network's weights' shapes or the meaning of its inputs lives here, and is
+stored inside every checkpoint, so a checkpoint alone is enough to rebuild its model.
+"""
+from __future__ import annotations
+
+from typing import List, Literal, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntensityConfig(Strict):
+    """How an image's intensities are mapped to about [0, 1] before the network sees it.
+
+    ``percentile`` (MRI): ``percentiles`` (low, high) of the image's non-zero voxels map to 0 and
+    1. ``window`` (CT): ``window`` (low, high) in the image's own units (HU) map to 0 and 1.
+    Values are clipped to [0, 1] either way.
+    """
+
+    mode: Literal["percentile", "window"] = "percentile"
+    percentiles: Tuple[float, float] = (0.5, 99.5)
+    window: Tuple[float, float] = (-1000.0, 1000.0)
+
+
+class AffineNetConfig(Strict):
+    """Localisation network: strided conv encoder → global pooling → 12 affine parameters.
+
+    ``scale``: the encoder sees the images average-pooled by this factor from the training grid.
+    ``translation_scale_mm``: the network's translation output (unitless) times this is mm.
+    The last layer starts at zero, so the cascade starts at the identity.
+    """
+
+    enabled: bool = True
+    scale: int = Field(2, ge=1)
+    channels: List[int] = Field(default_factory=lambda: [16, 32, 32, 64])
+    translation_scale_mm: float = Field(10.0, gt=0)
+
+
+class StageConfig(Strict):
+    """One dense-field stage: a small U-Net (MONAI ``UNet``) on the pair at 1/``scale`` of the
+    training grid, whose output is a displacement or stationary velocity field on that level's
+    grid, in units of that level's voxel size (converted to mm)."""
+
+    scale: int = Field(2, ge=1)
+    channels: List[int] = Field(default_factory=lambda: [16, 32, 32, 32])
+    field: Literal["displacement", "svf"] = "svf"
+    svf_steps: int = Field(6, ge=0, le=10)
+    head_channels: int = Field(16, ge=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _at_least_two(cls, v: List[int]) -> List[int]:
+        if len(v) < 2:
+            raise ValueError("a stage U-Net needs at least two channel entries (one down-sampling)")
+        return v
+
+
+class ModelConfig(Strict):
+    """The whole cascade: the common training grid, the affine net and the field stages.
+
+    The training grid is axis-aligned (RAS), ``grid_shape`` voxels of ``grid_spacing_mm``, centred
+    on the fixed image's field of view; both images are resampled onto it in physical space.
+    """
+
+    grid_shape: Tuple[int, int, int] = (96, 112, 96)
+    grid_spacing_mm: float = Field(2.0, gt=0)
+    in_channels: int = Field(1, ge=1)
+    intensity: IntensityConfig = Field(default_factory=IntensityConfig)
+    affine: AffineNetConfig = Field(default_factory=AffineNetConfig)
+    stages: List[StageConfig] = Field(default_factory=lambda: [StageConfig(scale=4), StageConfig(scale=2)])

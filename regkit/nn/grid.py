@@ -1,0 +1,85 @@
+"""The common training grid and how images are brought onto it.
+
+The network always works on ONE canonical grid: axis-aligned RAS, ``shape`` voxels of
+``spacing_mm``, whose centre is the world origin. A pair is put on it by translating its world
+coordinates so that the fixed image's field-of-view centre ``c`` lands on the origin: a network
+point ``p`` is the world point ``p + c``. A transform ``T`` predicted in network coordinates is
+``x -> T(x - c) + c`` in world coordinates: the same parameters with every field grid (and the
+affine's centre) shifted by ``c`` — see :meth:`regkit.nn.cascade.CascadeNet.to_world`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from regkit import space
+from regkit.image import Image
+from regkit.nn.config import IntensityConfig
+from regkit.resample import warp
+
+
+def canonical_grid_affine(shape: Sequence[int], spacing_mm: float) -> Tensor:
+    """4×4 voxel→network-world affine: RAS axes, ``spacing_mm`` voxels, centre at the origin."""
+    a = torch.eye(4, dtype=torch.float64)
+    s = torch.tensor([float(n) for n in shape], dtype=torch.float64)
+    a[:3, :3] *= spacing_mm
+    a[:3, 3] = -spacing_mm * (s - 1) / 2
+    return a
+
+
+def pooled_grid_affine(affine: Tensor, factor: int) -> Tensor:
+    """Affine of a grid average-pooled by ``factor``: coarse voxel i covers fine voxels
+    ``factor*i .. factor*i + factor - 1``, so its centre is fine index ``factor*i + (factor-1)/2``."""
+    scale = torch.eye(4, dtype=torch.float64)
+    scale[:3, :3] *= factor
+    scale[:3, 3] = (factor - 1) / 2.0
+    return space.as_affine(affine) @ scale
+
+
+def shifted(affine: Tensor, offset_mm: Tensor) -> Tensor:
+    """``affine`` with its world coordinates translated by ``offset_mm`` (3,)."""
+    a = space.as_affine(affine).clone()
+    a[:3, 3] += torch.as_tensor(offset_mm, dtype=torch.float64)
+    return a
+
+
+def normalize_intensity(image: Image, config: IntensityConfig) -> Image:
+    """Map intensities to [0, 1] (clipped) by percentiles of the non-zero voxels or a fixed window."""
+    data = image.data.float()
+    if config.mode == "window":
+        low, high = config.window
+    else:
+        values = data[data != 0]
+        if values.numel() == 0:
+            return image.with_data(torch.zeros_like(data), is_label=False)
+        if values.numel() > 2_000_000:  # quantile's input limit; a strided subset is plenty
+            values = values[:: values.numel() // 1_000_000 + 1]
+        q = torch.quantile(values, torch.tensor([p / 100.0 for p in config.percentiles]))
+        low, high = float(q[0]), float(q[1])
+    scaled = (data - low) / max(high - low, 1e-6)
+    return image.with_data(scaled.clamp(0.0, 1.0), is_label=False)
+
+
+def onto_grid(image: Image, grid_affine: Tensor, shape: Sequence[int], offset_mm: Tensor,
+              points_transform=None, mode: Optional[str] = None, device=None) -> Tensor:
+    """Resample ``image`` (world space) onto the network grid placed at ``offset_mm``.
+
+    Args:
+        grid_affine: the canonical grid's voxel→network-world affine.
+        offset_mm: world position of the network origin (the fixed image's centre), (3,).
+        points_transform: optional callable on network points ``(X, Y, Z, 3)`` applied before
+            sampling (augmentation); network points map to world by adding ``offset_mm``.
+        mode: ``"linear"`` or ``"nearest"`` (default: nearest for label images).
+    Returns:
+        ``(C, X, Y, Z)`` float32 (labels keep their values, as float).
+    """
+    device = device or image.device
+    points = space.world_grid(grid_affine, shape, device=device)
+    if points_transform is not None:
+        points = points_transform(points)
+    points = points + torch.as_tensor(offset_mm, dtype=points.dtype, device=device)
+    mode = mode or ("nearest" if image.is_label else "linear")
+    volume = image.data[None].to(device=device, dtype=torch.float32)
+    return warp(volume, image.affine, points, mode=mode)[0]

@@ -1,0 +1,112 @@
+"""Training configuration (YAML → pydantic, unknown keys are errors).
+
+Relative paths in ``data`` are relative to the YAML file's folder; paths inside a manifest are
+relative to the manifest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+from pydantic import Field, ValidationError, model_validator
+
+from regkit.errors import InputError
+from regkit.nn.config import ModelConfig, Strict
+
+
+class DataConfig(Strict):
+    """Where pairs come from: a manifest (CSV/JSON of moving, fixed[, moving_labels,
+    fixed_labels]) OR a folder of subjects (``*.nii.gz`` images, labels beside them as
+    ``<name><label_suffix>.nii.gz``) from which random ordered pairs are drawn."""
+
+    manifest: Optional[Path] = None
+    subjects: Optional[Path] = None
+    label_suffix: str = "_labels"
+    val_manifest: Optional[Path] = None
+    num_labels: Optional[int] = Field(None, ge=2, description="label values 0..num_labels-1; default: max over the label files + 1")
+    cache: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if (self.manifest is None) == (self.subjects is None):
+            raise ValueError("give exactly one of data.manifest and data.subjects")
+        return self
+
+
+class LossConfig(Strict):
+    """loss = similarity + reg_weight · regularisation(fields) + dice_weight · soft Dice(labels)
+    + affine_l2_weight · ‖affine − identity‖²."""
+
+    similarity: str = "lncc"
+    similarity_options: Dict[str, Any] = Field(default_factory=dict)
+    regularization: str = "diffusion"
+    reg_weight: float = Field(1.0, ge=0)
+    dice_weight: float = Field(0.0, ge=0)
+    affine_l2_weight: float = Field(0.0, ge=0)
+
+
+class AugmentConfig(Strict):
+    """Random augmentation, drawn independently for the moving and the fixed image of a pair."""
+
+    enabled: bool = True
+    rotation_deg: float = Field(5.0, ge=0)
+    scale: float = Field(0.05, ge=0, lt=0.5)
+    translation_mm: float = Field(5.0, ge=0)
+    elastic_mm: float = Field(2.0, ge=0, description="std of control-point displacements")
+    elastic_spacing_mm: float = Field(32.0, gt=0)
+    gamma: Tuple[float, float] = (0.8, 1.25)
+    bias: float = Field(0.1, ge=0, description="max log-amplitude of a smooth multiplicative bias")
+    noise_std: float = Field(0.01, ge=0)
+
+
+class OptimConfig(Strict):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    affine_lr_factor: float = Field(0.1, gt=0, description="the localisation net learns at lr × this (lower, as STNs need)")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: Optional[float] = Field(10.0, gt=0)
+
+
+class TrainConfig(Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    seed: int = 0
+    val_every: int = Field(100, ge=1)
+    val_pairs: Optional[int] = Field(None, ge=1, description="validate on the first N pairs only")
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    out_dir: Path = Path("runs/cascade")
+
+
+def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
+    """Make the data paths absolute, relative to ``base`` (the config file's folder)."""
+    data = config.data.model_copy()
+    for name in ("manifest", "subjects", "val_manifest"):
+        value = getattr(data, name)
+        if value is not None and not Path(value).is_absolute():
+            setattr(data, name, (base / value).resolve())
+    return config.model_copy(update={"data": data})
+
+
+def load_train_config(path: Union[str, Path]) -> TrainConfig:
+    """Read and validate a training YAML; any problem is one :class:`InputError` line."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such config file", p)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", p) from e
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise InputError(f"invalid training config at {where}: {first['msg']} ({e.error_count()} problem(s))", p) from e
+    return resolve_paths(config, p.parent)

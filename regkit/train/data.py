@@ -1,0 +1,172 @@
+"""Training pairs: manifests, folders of subjects, and putting a pair on the network grid.
+
+A manifest is a CSV with a header (``moving,fixed[,moving_labels,fixed_labels]``) or a JSON list
+of objects with those keys (or ``{"pairs": [...]}``); paths are relative to the manifest's folder
+and every file is checked when the manifest is read.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from regkit.errors import InputError
+from regkit.image import Image
+from regkit.io.images import load_image, load_label
+from regkit.nn.config import ModelConfig
+from regkit.nn.grid import canonical_grid_affine, normalize_intensity, onto_grid
+
+KEYS = ("moving", "fixed", "moving_labels", "fixed_labels")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mha", ".nrrd")
+
+
+@dataclass(frozen=True)
+class PairPaths:
+    moving: Path
+    fixed: Path
+    moving_labels: Optional[Path] = None
+    fixed_labels: Optional[Path] = None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.moving_labels is not None and self.fixed_labels is not None
+
+
+def read_manifest(path: Path) -> List[PairPaths]:
+    """Pairs from a CSV or JSON manifest; a missing file or column is an :class:`InputError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such manifest", p)
+    if p.suffix.lower() == ".json":
+        try:
+            rows = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"is not valid JSON ({e.msg}, line {e.lineno})", p) from e
+        rows = rows.get("pairs", rows) if isinstance(rows, dict) else rows
+        if not isinstance(rows, list):
+            raise InputError("JSON manifest must be a list of {moving, fixed, ...} objects", p)
+    else:
+        with p.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    if not rows:
+        raise InputError("manifest lists no pairs", p)
+    pairs = []
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not row.get("moving") or not row.get("fixed"):
+            raise InputError(f"pair {n} needs 'moving' and 'fixed' entries", p)
+        unknown = set(k for k in row if k) - set(KEYS)
+        if unknown:
+            raise InputError(f"pair {n} has unknown column(s) {sorted(unknown)}; expected {list(KEYS)}", p)
+        files = {}
+        for key in KEYS:
+            value = row.get(key)
+            if value:
+                f = Path(value) if Path(value).is_absolute() else p.parent / value
+                if not f.is_file():
+                    raise InputError(f"pair {n}: {key} file {f} does not exist", p)
+                files[key] = f
+        pairs.append(PairPaths(**files))
+    return pairs
+
+
+def _strip_suffix(name: str) -> Tuple[str, str]:
+    for s in IMAGE_SUFFIXES:
+        if name.endswith(s):
+            return name[: -len(s)], s
+    return name, ""
+
+
+def subjects_in_folder(folder: Path, label_suffix: str = "_labels") -> List[Tuple[Path, Optional[Path]]]:
+    """``(image, labels or None)`` for every image in ``folder`` (sorted by name); files whose
+    stem ends with ``label_suffix`` are the labels of the image without it."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError("no such subjects folder", d)
+    files = {f.name: f for f in d.iterdir() if _strip_suffix(f.name)[1]}
+    out = []
+    for name in sorted(files):
+        stem, suffix = _strip_suffix(name)
+        if stem.endswith(label_suffix):
+            continue
+        out.append((files[name], files.get(stem + label_suffix + suffix)))
+    if len(out) < 2:
+        raise InputError(f"needs at least 2 subject images, found {len(out)}", d)
+    return out
+
+
+def all_ordered_pairs(subjects: List[Tuple[Path, Optional[Path]]]) -> List[PairPaths]:
+    """Every (moving, fixed) pair of different subjects; the sampler draws them in random order."""
+    return [PairPaths(m, f, ml, fl) for i, (m, ml) in enumerate(subjects) for j, (f, fl) in enumerate(subjects) if i != j]
+
+
+class PairDataset:
+    """Pairs brought onto the network grid: ``sample(i, generator)`` gives tensors on the
+    canonical grid (centred on the fixed image), optionally augmented with ``augment``.
+
+    Images are read once, intensity-normalised with the model's rule and kept in memory.
+    """
+
+    def __init__(self, pairs: List[PairPaths], model_config: ModelConfig, augment=None,
+                 num_labels: Optional[int] = None, cache: bool = True):
+        self.pairs = pairs
+        self.config = model_config
+        self.augment = augment
+        self.cache = cache
+        self._images: Dict[Tuple[Path, bool], Image] = {}
+        self.grid_affine = canonical_grid_affine(model_config.grid_shape, model_config.grid_spacing_mm)
+        self.has_labels = all(p.has_labels for p in pairs)
+        self.num_labels = num_labels if num_labels or not self.has_labels else self._count_labels()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _count_labels(self) -> int:
+        files = {f for p in self.pairs for f in (p.moving_labels, p.fixed_labels)}
+        return 1 + max(int(self._load(f, True).data.max()) for f in files)
+
+    def _load(self, path: Path, is_label: bool) -> Image:
+        key = (path, is_label)
+        if key in self._images:
+            return self._images[key]
+        if is_label:
+            image = load_label(path)
+        else:
+            image = normalize_intensity(load_image(path), self.config.intensity)
+            if image.channels != self.config.in_channels:
+                raise InputError(f"has {image.channels} channel(s); the model takes {self.config.in_channels}", path)
+        if self.cache:
+            self._images[key] = image
+        return image
+
+    def sample(self, index: int, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+        """Pair ``index`` on the grid: ``moving``/``fixed`` ``(C, X, Y, Z)`` float in [0, 1],
+        and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 when the pair has labels."""
+        from regkit.train.augment import random_intensity, random_spatial
+
+        pair = self.pairs[index]
+        fixed = self._load(pair.fixed, False)
+        centre = fixed.center()
+        shape = self.config.grid_shape
+        out: Dict[str, Tensor] = {}
+        for role in ("moving", "fixed"):
+            image = self._load(getattr(pair, role), False)
+            spatial = None
+            if self.augment is not None and self.augment.enabled:
+                spatial = random_spatial(self.augment, self.grid_affine, shape, generator)
+            out[role] = onto_grid(image, self.grid_affine, shape, centre, points_transform=spatial)
+            if self.augment is not None and self.augment.enabled:
+                out[role] = random_intensity(out[role], self.augment, generator)
+            labels_path = getattr(pair, f"{role}_labels")
+            if self.has_labels and labels_path is not None:
+                labels = self._load(labels_path, True)
+                out[f"{role}_labels"] = onto_grid(labels, self.grid_affine, shape, centre, points_transform=spatial, mode="nearest").round().long()
+        return out
+
+
+def collate(samples: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}

@@ -1,0 +1,308 @@
+"""The training loop: data → cascade → loss → Adam, with validation, checkpoints, logs, DDP.
+
+Determinism and resume: the pair order of epoch ``e`` comes from ``DistributedSampler`` with
+``seed`` and ``set_epoch(e)``, and the augmentation of step ``s`` on rank ``r`` from a generator
+seeded with ``(seed, s, r)``; so a run resumed from a checkpoint at step ``s`` sees exactly the
+batches an uninterrupted run would have seen.
+
+SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and stop (every rank at the
+same step). Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from regkit.errors import InputError, OutputExistsError
+from regkit.train.config import TrainConfig
+from regkit.train.distributed import Distributed
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, LOG_CSV = "last.safetensors", "best.safetensors", "log.csv"
+LOG_COLUMNS = ["step", "epoch", "loss", "similarity", "regularization", "dice", "affine_l2", "lr", "seconds",
+               "val_dice", "val_folding_percent", "val_similarity"]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    out_dir: Path
+    last: Optional[Path]
+    best: Optional[Path]
+    best_metric: Optional[float]
+    interrupted: Optional[str] = None
+    losses: List[float] = field(default_factory=list)
+    validation: Dict[str, float] = field(default_factory=dict)
+    model: Optional[torch.nn.Module] = field(default=None, repr=False)  # the trained CascadeNet
+
+
+class StopRequest:
+    """Records SIGINT/SIGTERM instead of dying mid-step; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+        self._previous: Dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+
+def build_pairs(data) -> list:
+    from regkit.train.data import all_ordered_pairs, read_manifest, subjects_in_folder
+
+    if data.manifest is not None:
+        return read_manifest(data.manifest)
+    return all_ordered_pairs(subjects_in_folder(data.subjects, data.label_suffix))
+
+
+def make_optimizer(model, optim) -> torch.optim.Optimizer:
+    """Adam; the localisation net learns at ``lr × affine_lr_factor``."""
+    affine = [p for n, p in model.named_parameters() if n.startswith("affine_net.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("affine_net.")]
+    groups = [{"params": rest, "lr": optim.lr}]
+    if affine:
+        groups.append({"params": affine, "lr": optim.lr * optim.affine_lr_factor})
+    return torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 62))
+
+
+class Batches:
+    """Which pairs step ``s`` uses on this rank (a pure function of seed, epoch and step)."""
+
+    def __init__(self, dataset, dist: Distributed, batch_size: int, seed: int):
+        from torch.utils.data import DistributedSampler
+
+        self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.per_epoch = len(self.sampler) // batch_size
+        if self.per_epoch < 1:
+            raise InputError(f"{len(dataset)} training pair(s) are fewer than batch_size × processes = {batch_size * dist.world_size}")
+        self._epoch, self._order = -1, []
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def indices(self, step: int) -> List[int]:
+        epoch, position = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, list(self.sampler)
+        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
+
+
+class RunLog:
+    """CSV log (appended on resume) and TensorBoard when the ``tensorboard`` package is installed."""
+
+    def __init__(self, out_dir: Path, append: bool):
+        self.path = out_dir / LOG_CSV
+        new = not (append and self.path.exists())
+        self._file = self.path.open("w" if new else "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        if new:
+            self._csv.writeheader()
+        self.tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            log.debug("tensorboard is not installed; logging to CSV only")
+
+    def write(self, row: Dict[str, float]) -> None:
+        self._csv.writerow(row)
+        self._file.flush()
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tensorboard.add_scalar(key, value, int(row["step"]))
+
+    def close(self) -> None:
+        self._file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+@torch.no_grad()
+def validate(model, dataset, objective, device, limit: Optional[int] = None) -> Dict[str, float]:
+    """Mean Dice (labels warped nearest-neighbour on the network grid), folding % (det J ≤ 0 of
+    the whole mapping on the grid) and similarity over the validation pairs."""
+    from regkit import space
+    from regkit.image import Image
+    from regkit.metrics import dice, jacobian_determinant, summarize
+    from regkit.resample import warp
+
+    model.eval()
+    dices, folds, sims = [], [], []
+    grid = model.grid_affine
+    identity = space.world_grid(grid, model.config.grid_shape, device=device)
+    for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        sample = {k: v[None].to(device) for k, v in dataset.sample(i).items()}
+        outputs = model(sample["moving"], sample["fixed"])
+        sims.append(float(objective.similarity(sample["fixed"], outputs["warped"])))
+        displacement = (outputs["points"] - identity).movedim(-1, 1)
+        folds.append(100.0 * float((jacobian_determinant(displacement.cpu(), grid) <= 0).float().mean()))
+        if "moving_labels" in sample:
+            warped = warp(sample["moving_labels"].float(), grid, outputs["points"], mode="nearest").round().long()
+            per_label = dice(Image(sample["fixed_labels"][0].cpu(), grid, True), Image(warped[0].cpu(), grid, True))
+            dices.append(summarize(per_label))
+    model.train()
+    out = {"val_similarity": sum(sims) / len(sims), "val_folding_percent": sum(folds) / len(folds)}
+    if dices:
+        out["val_dice"] = sum(dices) / len(dices)
+    return out
+
+
+def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[Path] = None, device: str = "cpu",
+          force: bool = False, progress: bool = True, callback: Optional[Callable[[int, Dict[str, float]], None]] = None) -> TrainResult:
+    """Train a cascade as ``config`` says; returns where the checkpoints are.
+
+    Args:
+        out_dir: run folder (default ``config.out_dir``): ``last.safetensors``,
+            ``best.safetensors`` (by validation Dice, or similarity without labels), ``log.csv``,
+            ``config.yaml``, ``tensorboard/``.
+        resume: a checkpoint to continue from (same model config); the step count, optimizer
+            and RNG state continue where it stopped, up to ``config.optim.steps``.
+        force: allow starting a new run in a folder that already has checkpoints.
+        callback: called on every rank after each step with ``(step, loss terms)``.
+    """
+    from regkit.nn.cascade import CascadeNet
+    from regkit.train.data import PairDataset, collate, read_manifest
+    from regkit.train.objective import CascadeLoss
+    from regkit.train.state import restore_training_state, save_training_state
+
+    dist = Distributed.from_env(device)
+    out = Path(out_dir or config.out_dir)
+    if dist.is_main and resume is None and (out / LAST).exists() and not force:
+        raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
+    torch.manual_seed(config.seed)
+    model = CascadeNet(config.model).to(dist.device)
+    optimizer = make_optimizer(model, config.optim)
+    step, best_metric = 0, None
+    if resume is not None:
+        ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
+        step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
+    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache)
+    val_set = None
+    if config.data.val_manifest is not None:
+        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
+                              train_set.num_labels or config.data.num_labels, config.data.cache)
+    objective = CascadeLoss(config.loss, config.model, train_set.num_labels or 0)
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None)
+    batches = Batches(train_set, dist, config.optim.batch_size, config.seed)
+
+    run_log, bar = None, None
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_config(out / "config.yaml", config)
+        run_log = RunLog(out, append=resume is not None)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    stop = StopRequest()
+    stop.install()
+    result = TrainResult(step=step, out_dir=out, last=None, best=None, best_metric=best_metric)
+
+    def save(path: Path) -> None:
+        save_training_state(path, model, optimizer, step, config.model, config, best_metric,
+                            extra={"world_size": dist.world_size, "epoch": batches.epoch_of(step)})
+
+    try:
+        model.train()
+        saved_at = -1
+        while step < config.optim.steps:
+            started = time.perf_counter()
+            generator = step_generator(config.seed, step, dist.rank)
+            batch = collate([train_set.sample(i, generator) for i in batches.indices(step)])
+            batch = {k: v.to(dist.device) for k, v in batch.items()}
+            outputs = net(batch["moving"], batch["fixed"])
+            loss, terms = objective(outputs, batch, model.grid_affine)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            step += 1
+            terms["loss"] = float(loss.detach())
+            result.losses.append(terms["loss"])
+            if callback is not None:
+                callback(step, terms)
+            row = {"step": step, "epoch": batches.epoch_of(step - 1), "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - started, 3), **terms}
+            if val_set is not None and (step % config.val_every == 0 or step == config.optim.steps):
+                if dist.is_main:
+                    metrics = validate(model, val_set, objective, dist.device, config.val_pairs)
+                    row.update(metrics)
+                    result.validation = metrics
+                    score = metrics.get("val_dice", -metrics["val_similarity"])
+                    if best_metric is None or score > best_metric:
+                        best_metric = score
+                        save(out / BEST)
+                        result.best = out / BEST
+                dist.barrier()
+            if dist.is_main:
+                if step % config.log_every == 0 or "val_similarity" in row or step == config.optim.steps:
+                    run_log.write(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{terms['loss']:.4f}")
+                if step % config.checkpoint_every == 0:
+                    save(out / LAST)
+                    saved_at = step
+            if dist.any(stop.signal is not None):
+                result.interrupted = stop.signal or "signal on another rank"
+                break
+        if dist.is_main and saved_at != step:
+            save(out / LAST)
+        dist.barrier()
+    finally:
+        stop.restore()
+        if bar is not None:
+            bar.close()
+        if run_log is not None:
+            run_log.close()
+    result.step, result.best_metric, result.model = step, best_metric, model
+    result.last = out / LAST
+    if result.best is None and (out / BEST).exists():
+        result.best = out / BEST
+    dist.close()
+    return result
+
+
+def _write_config(path: Path, config: TrainConfig) -> None:
+    import yaml
+
+    from regkit.io.atomic import write_text
+
+    write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), force=True)

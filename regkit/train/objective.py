@@ -1,0 +1,71 @@
+"""The training loss, built from :mod:`regkit.losses` (the same terms the optimiser uses):
+
+``similarity(fixed, warped) + reg_weight · Σ_stages regulariser(field_k, level spacing)
++ dice_weight · soft Dice(fixed labels, moving labels one-hot warped with linear interpolation)
++ affine_l2_weight · affine_l2(matrix, translation)``.
+
+Velocity stages are regularised on their velocity, displacement stages on their displacement.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from regkit.resample import warp
+
+
+class CascadeLoss:
+    """Callable ``(outputs, batch) -> (total, {term: value})`` for a :class:`CascadeNet`."""
+
+    def __init__(self, loss_config, model_config, num_labels: int = 0):
+        from regkit.losses import regularization, similarity
+
+        self.config = loss_config
+        self.model_config = model_config
+        self.similarity: Callable = similarity.get_similarity(loss_config.similarity, **loss_config.similarity_options)
+        self.regularizer: Callable = regularization.get_regularizer(loss_config.regularization)
+        self.affine_l2: Callable = getattr(regularization, "affine_l2", None)
+        if loss_config.affine_l2_weight > 0 and self.affine_l2 is None:
+            raise ValueError("loss.affine_l2_weight > 0 needs regkit.losses.regularization.affine_l2")
+        self.num_labels = num_labels
+        self.dice = None
+        if loss_config.dice_weight > 0 and num_labels > 1:
+            from monai.losses import DiceLoss
+
+            self.dice = DiceLoss(include_background=False, reduction="mean")
+
+    def __call__(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], grid_affine: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        cfg = self.config
+        terms: Dict[str, Tensor] = {"similarity": self.similarity(batch["fixed"], outputs["warped"])}
+        reg = outputs["warped"].new_zeros(())
+        for k, stage in enumerate(self.model_config.stages):
+            spacing = torch.full((3,), self.model_config.grid_spacing_mm * stage.scale)
+            reg = reg + self.regularizer(outputs[f"field{k}"], spacing)
+        terms["regularization"] = reg
+        total = terms["similarity"] + cfg.reg_weight * reg
+        if self.dice is not None and "moving_labels" in batch:
+            terms["dice"] = self.soft_dice(outputs["points"], batch, grid_affine)
+            total = total + cfg.dice_weight * terms["dice"]
+        if cfg.affine_l2_weight > 0 and "affine_matrix" in outputs:
+            terms["affine_l2"] = self.affine_l2(outputs["affine_matrix"], outputs["affine_translation"])
+            total = total + cfg.affine_l2_weight * terms["affine_l2"]
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def soft_dice(self, points: Tensor, batch: Dict[str, Tensor], grid_affine: Tensor) -> Tensor:
+        """1 − mean foreground Dice of the moving labels' one-hot maps warped linearly through
+        ``points`` against the fixed labels (both on the network grid)."""
+        moving = one_hot(batch["moving_labels"], self.num_labels)
+        fixed = one_hot(batch["fixed_labels"], self.num_labels)
+        warped = warp(moving, grid_affine, points, mode="linear")
+        return self.dice(warped, fixed)
+
+
+def one_hot(labels: Tensor, num_labels: int) -> Tensor:
+    """``(N, 1, X, Y, Z)`` integer labels → ``(N, num_labels, X, Y, Z)`` float (values ≥
+    ``num_labels`` count as background)."""
+    lab = labels[:, 0].long()
+    lab = torch.where(lab < num_labels, lab, torch.zeros_like(lab))
+    return F.one_hot(lab, num_labels).movedim(-1, 1).float()

@@ -1,0 +1,143 @@
+"""The cascade model: identity at start, world-coordinate bookkeeping, checkpoints, no pickle."""
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from cascade_helpers import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def pair(sample_paths):
+    from regkit.io.images import load_image
+
+    return load_image(sample_paths["moving"]), load_image(sample_paths["fixed"])
+
+
+def _model(seed: int = 0, perturb: bool = False):
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.config import ModelConfig
+
+    torch.manual_seed(seed)
+    model = CascadeNet(ModelConfig.model_validate(TINY_MODEL))
+    if perturb:  # non-zero heads so every stage predicts a real deformation
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "head" in name:
+                    p.normal_(0, 0.05 if "affine" in name else 0.3)
+    return model.eval()
+
+
+def test_untrained_cascade_is_the_identity():
+    from regkit import space
+
+    model = _model()
+    moving, fixed = torch.rand(2, 1, 1, 16, 20, 16).unbind(0)
+    out = model(moving, fixed)
+    grid = space.world_grid(model.grid_affine, (16, 20, 16))
+    assert torch.allclose(out["points"][0], grid, atol=1e-4)
+    assert torch.allclose(out["warped"], moving, atol=1e-5)
+    assert torch.equal(out["affine_matrix"][0], torch.eye(3))
+
+
+def test_world_transform_maps_the_grid_like_the_network(pair):
+    """to_world(x) must equal network points shifted by the fixed image's centre, for a model
+    whose affine and both field stages are far from identity."""
+    from regkit import space
+    from regkit.nn.predict import prepare_pair
+
+    moving, fixed = pair
+    model = _model(perturb=True)
+    mov, fix, centre = prepare_pair(model, moving, fixed)
+    with torch.no_grad():
+        out = model(mov, fix)
+        transform = model.to_world(out, offset_mm=centre)
+        world = space.world_grid(model.grid_affine, (16, 20, 16)) + centre.float()
+        mapped = transform(world)
+    shift = (out["points"][0] - space.world_grid(model.grid_affine, (16, 20, 16))).norm(dim=-1)
+    assert shift.max() > 2.0  # the check below is not about an identity map
+    assert torch.allclose(mapped, out["points"][0] + centre.float(), atol=1e-3)
+
+
+def test_affine_output_is_about_the_fixed_centre_in_world_mm(pair):
+    """A localisation net that outputs a known matrix M and translation t must give
+    y = M (x - c) + c + t in world mm, c the fixed image's field-of-view centre."""
+    from regkit.nn.predict import predict
+
+    moving, fixed = pair
+    model = _model()
+    angle = math.radians(10)
+    m = torch.tensor([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1.0]])
+    t = torch.tensor([4.0, -6.0, 2.5])
+    with torch.no_grad():
+        model.affine_net.head.bias[:9] = (m - torch.eye(3)).reshape(-1)
+        model.affine_net.head.bias[9:] = t / model.config.affine.translation_scale_mm
+    transform = predict(model, moving, fixed)
+    c = fixed.center().float()
+    x = torch.tensor([[0.0, 0.0, 0.0], [30.0, -20.0, 10.0], [-50.0, 40.0, -25.0]])
+    expected = (x - c) @ m.T + c + t
+    assert torch.allclose(transform(x), expected, atol=1e-3)
+
+
+def test_saved_and_loaded_model_predicts_the_same_field(tmp_path, pair):
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.nn.predict import predict
+
+    moving, fixed = pair
+    model = _model(perturb=True)
+    path = write_checkpoint(tmp_path / "m.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
+    before = predict(model, moving, fixed).displacement_on(fixed.affine, fixed.shape)
+    after = predict(path, moving, fixed).displacement_on(fixed.affine, fixed.shape)
+    assert before.abs().max() > 1.0
+    assert torch.equal(before, after)
+    other = _model(seed=1, perturb=True)
+    assert not torch.allclose(predict(other, moving, fixed).displacement_on(fixed.affine, fixed.shape), before)
+    # the prediction is an ordinary regkit transform: resample works on the fixed grid
+    from regkit.resample import resample
+
+    warped = resample(moving, predict(path, moving, fixed), fixed)
+    assert warped.shape == fixed.shape and warped.data.abs().sum() > 0
+
+
+class _Payload:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_checkpoint_is_refused_and_nothing_runs(tmp_path):
+    from regkit.errors import InputError
+    from regkit.nn.checkpoint import load_model, read_checkpoint
+
+    marker = tmp_path / "executed"
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"model/x": _Payload(marker)}))
+    torch_saved = tmp_path / "torch.pt"
+    torch.save({"model/head.weight": torch.zeros(2), "payload": _Payload(marker)}, torch_saved)
+    for path in (evil, torch_saved):
+        with pytest.raises(InputError, match="not a regkit checkpoint"):
+            read_checkpoint(path)
+        with pytest.raises(InputError):
+            load_model(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_architecture_is_an_input_error(tmp_path):
+    from regkit.errors import InputError
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.checkpoint import load_model_state, model_tensors, read_checkpoint, write_checkpoint
+    from regkit.nn.config import ModelConfig
+
+    small = _model()
+    path = write_checkpoint(tmp_path / "m.safetensors", model_tensors(small), {"model_config": small.config.model_dump(mode="json")})
+    wider = CascadeNet(ModelConfig.model_validate({**TINY_MODEL, "affine": {"scale": 2, "channels": [4, 16]}}))
+    with pytest.raises(InputError, match="another model config"):
+        load_model_state(wider, read_checkpoint(path), path)

@@ -1,0 +1,126 @@
+"""Training: the loss falls, resume is exact, signals save a checkpoint, bad inputs are one-line errors."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cascade_helpers import tiny_config
+
+
+def _config(tmp_path, sample_paths, **overrides):
+    from regkit.train.config import TrainConfig
+
+    return TrainConfig.model_validate(tiny_config(tmp_path, sample_paths, **overrides))
+
+
+def test_tiny_training_run_lowers_the_loss_and_validates(tmp_path, sample_paths):
+    from regkit.train.loop import train
+
+    manifest = str(tmp_path / "pairs.csv")
+    config = _config(tmp_path, sample_paths, both_directions=False, optim={"steps": 8},
+                     data={"manifest": manifest, "val_manifest": manifest}, val_every=8,
+                     loss={"similarity": "lncc", "reg_weight": 0.1, "dice_weight": 0.5})
+    result = train(config, out_dir=tmp_path / "run", progress=False)
+    assert result.step == 8
+    assert result.losses[-1] < result.losses[0] - 0.02, result.losses
+    assert (tmp_path / "run" / "last.safetensors").is_file() and result.best == tmp_path / "run" / "best.safetensors"
+    assert 0.0 < result.validation["val_dice"] <= 1.0 and result.validation["val_folding_percent"] < 1.0
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 9
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, sample_paths):
+    from regkit.nn.checkpoint import read_checkpoint
+    from regkit.train.loop import train
+
+    config = _config(tmp_path, sample_paths, optim={"steps": 4}, augment={"enabled": True})
+    straight = train(config, out_dir=tmp_path / "a", progress=False)
+    half = config.model_copy(update={"optim": config.optim.model_copy(update={"steps": 2})})
+    first = train(half, out_dir=tmp_path / "b", progress=False)
+    assert read_checkpoint(first.last).step == 2
+    resumed = train(config, out_dir=tmp_path / "b", resume=first.last, progress=False)
+    assert resumed.step == 4 and len(resumed.losses) == 2
+    assert resumed.losses == pytest.approx(straight.losses[2:], rel=1e-5)
+    a, b = read_checkpoint(straight.last), read_checkpoint(resumed.last)
+    assert a.step == b.step == 4
+    assert set(a.tensors) == set(b.tensors) and any(k.startswith("optim/") for k in a.tensors)
+    for name in a.tensors:
+        if name != "rng/torch":
+            assert torch.allclose(a.tensors[name], b.tensors[name], atol=1e-6), name
+    assert a.metadata["optimizer_param_groups"] == b.metadata["optimizer_param_groups"]
+
+
+def test_sigint_saves_a_checkpoint_and_stops_cleanly(tmp_path, sample_paths):
+    from regkit.nn.checkpoint import read_checkpoint
+    from regkit.train.loop import train
+
+    def interrupt(step, terms):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = train(_config(tmp_path, sample_paths, optim={"steps": 50}), out_dir=tmp_path / "run", progress=False, callback=interrupt)
+    assert result.interrupted == "SIGINT" and result.step == 2
+    assert read_checkpoint(result.last).step == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_resume_with_another_model_config_is_an_input_error(tmp_path, sample_paths):
+    from regkit.errors import InputError
+    from regkit.train.loop import train
+
+    config = _config(tmp_path, sample_paths, optim={"steps": 1})
+    first = train(config, out_dir=tmp_path / "run", progress=False)
+    other = config.model_copy(update={"model": config.model.model_copy(update={"grid_spacing_mm": 8.0})})
+    with pytest.raises(InputError, match="different model config.*grid_spacing_mm"):
+        train(other, out_dir=tmp_path / "run2", resume=first.last, progress=False)
+
+
+def test_config_and_manifest_errors_name_the_problem(tmp_path, sample_paths):
+    from regkit.errors import InputError
+    from regkit.train.config import load_train_config
+    from regkit.train.data import read_manifest
+
+    raw = tiny_config(tmp_path, sample_paths)
+    raw["optim"]["learning_rate"] = 0.1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"bad.yaml.*optim.learning_rate"):
+        load_train_config(tmp_path / "bad.yaml")
+    (tmp_path / "m.csv").write_text("moving,fixed\nnope.nii.gz,also_missing.nii.gz\n")
+    with pytest.raises(InputError, match=r"m.csv: pair 1: moving file .*nope.nii.gz does not exist"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_relative_manifest_paths_and_subject_folders(tmp_path, sample_paths):
+    from regkit.train.data import all_ordered_pairs, read_manifest, subjects_in_folder
+
+    folder = tmp_path / "subjects"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.nii.gz").symlink_to(sample_paths["fixed"])
+        (folder / f"{name}_labels.nii.gz").symlink_to(sample_paths["fixed_labels"])
+    subjects = subjects_in_folder(folder)
+    assert [s[0].name for s in subjects] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    assert subjects[0][1].name == "a_labels.nii.gz"
+    pairs = all_ordered_pairs(subjects)
+    assert len(pairs) == 6 and all(p.moving != p.fixed for p in pairs)
+    (folder / "pairs.json").write_text('[{"moving": "a.nii.gz", "fixed": "b.nii.gz"}]')
+    assert read_manifest(folder / "pairs.json")[0].fixed == folder / "b.nii.gz"
+
+
+def test_cli_train_writes_a_run_and_refuses_to_overwrite(tmp_path, sample_paths):
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path, sample_paths)))
+    args = ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "run" / "last.safetensors").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
