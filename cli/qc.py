@@ -1,11 +1,65 @@
-"""`regkit qc` (not implemented yet)."""
+"""`regkit qc`: the QC report (PNG + self-contained HTML + JSON) of a registration."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from regkit.cli.common import EXIT_CODES_HELP, handle_errors
+
+HELP = f"""Draw a QC report of a registration into a folder: qc.png, qc.html (PNG embedded), qc.json.
+
+The PNG shows axial, coronal and sagittal slices through the fixed grid's centre: fixed, moving
+before (in physical space), warped after, fixed edges on the warped image, the deformation grid
+(affine part removed) and log|J| with folds (det J <= 0) in black. The numbers: NCC before/after,
+Jacobian statistics in physical space, displacement sizes, and Dice before/after per label when
+--labels and --moving-labels are given.
+
+TRANSFORM maps fixed points to moving points: *.regkit.safetensors, an ITK/ANTs affine (.mat) or
+displacement field (*Warp.nii.gz).
+
+Examples:
+
+  regkit qc --fixed fixed.nii.gz --moving moving.nii.gz --transform result/transform.regkit.safetensors -o report/
+
+  regkit qc --fixed fixed.nii.gz --moving moving.nii.gz -t result/transform.regkit.safetensors -o report/ --labels fixed_labels.nii.gz --moving-labels moving_labels.nii.gz
+
+{EXIT_CODES_HELP}"""
+
 
 def add_to(app: typer.Typer) -> None:
-    @app.command("qc", help="(not implemented yet)", hidden=True)
-    def _not_yet() -> None:
-        typer.echo("regkit qc: not implemented yet", err=True)
-        raise typer.Exit(1)
+    @app.command("qc", help=HELP, no_args_is_help=True)
+    @handle_errors
+    def qc(
+        fixed: Path = typer.Option(..., "--fixed", help="Fixed image (the report's grid)."),
+        moving: Path = typer.Option(..., "--moving", help="Moving image."),
+        transform: Path = typer.Option(..., "--transform", "-t", help="Transform file, fixed -> moving."),
+        out_dir: Path = typer.Option(..., "--output", "-o", help="Report folder (created if needed)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Fixed label map: contours, and Jacobian numbers inside labels > 0."),
+        moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Moving label map: adds Dice before/after (needs --labels)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing report files."),
+    ) -> None:
+        from regkit.errors import InputError
+        from regkit.io.images import load_image, load_label
+        from regkit.io.transform_files import read_transform
+        from regkit.report import write_qc
+
+        if moving_labels is not None and labels is None:
+            raise InputError("--moving-labels needs --labels (the fixed label map) for Dice")
+        fixed_image, moving_image = load_image(fixed), load_image(moving)
+        label_arg = None
+        if labels is not None:
+            fixed_labels = load_label(labels)
+            if not fixed_labels.same_grid(fixed_image):
+                raise InputError(f"is not on the grid of {fixed}", labels)
+            label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
+        result = write_qc(fixed_image, moving_image, read_transform(transform), out_dir, labels=label_arg, force=force,
+                          title=f"regkit QC: {moving.name} -> {fixed.name}")
+        j = result["jacobian"]
+        typer.echo(f"NCC {result['ncc_before']:.3f} -> {result['ncc_after']:.3f}; folding {j['folding_percent']:.4f}%, "
+                   f"std log|J| {j['std_log_jacobian']:.4f}")
+        if "mean_dice_after" in result:
+            typer.echo(f"mean Dice {result['mean_dice_before']:.3f} -> {result['mean_dice_after']:.3f}")
+        for f in result["files"]:
+            typer.echo(f"wrote {f}")

@@ -1,0 +1,99 @@
+"""The QC report: files, embedded PNG, numbers with known answers, and `regkit qc`."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from regkit import space
+from regkit.errors import OutputExistsError
+from regkit.image import Image
+from regkit.report import affine_residual, write_qc
+from regkit.transforms import AffineTransform, DisplacementField
+
+# flipped and permuted axes, anisotropic voxels
+GRID = np.array([[0.0, -2.0, 0.0, 30.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.0, -2.5, 25.0], [0.0, 0.0, 0.0, 1.0]])
+SHAPE = (24, 20, 16)
+
+
+def _phantom() -> Image:
+    x = space.world_grid(GRID, SHAPE, dtype=torch.float64)
+    c = x.reshape(-1, 3).mean(0)
+    r = (x - c).norm(dim=-1)
+    data = torch.exp(-(r / 12.0) ** 2) + 0.5 * (r < 6).double() + 0.2 * torch.sin(x[..., 0] / 3.0)
+    return Image(data[None].float(), GRID)
+
+
+def _labels(image: Image) -> Image:
+    return image.with_data((image.data > 0.6).int() + (image.data > 1.0).int(), is_label=True)
+
+
+def _identity() -> AffineTransform:
+    return AffineTransform(requires_grad=False)
+
+
+def test_identity_report_files_and_numbers(tmp_path):
+    img = _phantom()
+    labels = _labels(img)
+    out = write_qc(img, img, _identity(), tmp_path / "report", labels=(labels, labels))
+    png, page, numbers = (tmp_path / "report" / n for n in ("qc.png", "qc.html", "qc.json"))
+    assert [str(p) for p in (png, page, numbers)] == out["files"]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(png))
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 1000  # 3 rows × 6 columns of panels
+    embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page.read_text())
+    assert embedded and base64.b64decode(embedded.group(1)) == data  # self-contained
+    saved = json.loads(numbers.read_text())
+    assert saved["ncc_after"] == pytest.approx(1.0) and saved["ncc_before"] == pytest.approx(1.0)
+    assert saved["jacobian"]["folding_percent"] == 0.0
+    assert saved["jacobian"]["min"] == pytest.approx(1.0, abs=1e-6) and saved["jacobian"]["max"] == pytest.approx(1.0, abs=1e-6)
+    assert saved["mean_dice_after"] == 1.0 and saved["dice_after"] == {"1": 1.0, "2": 1.0}
+    assert saved["displacement_mm"]["max"] == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(OutputExistsError):
+        write_qc(img, img, _identity(), tmp_path / "report")
+    write_qc(img, img, _identity(), tmp_path / "report", force=True)
+
+
+def test_report_counts_known_folds_and_separates_the_affine(tmp_path):
+    img = _phantom()
+    lin = torch.as_tensor(GRID[:3, :3])
+    axis, h = lin[:, 0] / torch.linalg.norm(lin[:, 0]), float(torch.linalg.norm(lin[:, 0]))
+    i = torch.arange(SHAPE[0], dtype=torch.float64)
+    s = -3.0 * (i.clamp(8, 11) - 8) * h  # slope -3 along voxel axis 0 between voxels 8 and 11
+    u = (axis[:, None, None, None] * s[None, :, None, None]).expand(3, *SHAPE).float()
+    numbers = write_qc(img, img, DisplacementField(u, GRID), tmp_path)
+    assert numbers["jacobian"]["folded_voxels"] == 4 * SHAPE[1] * SHAPE[2]
+    assert numbers["jacobian"]["folding_percent"] == pytest.approx(100 * 4 / SHAPE[0])
+    # a purely affine map leaves no non-affine residual
+    x = space.world_grid(GRID, SHAPE, dtype=torch.float64)
+    a = AffineTransform(torch.tensor([[1.1, 0.1, 0.0], [0.0, 0.9, 0.05], [0.02, 0.0, 1.0]], dtype=torch.float64),
+                        torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64), requires_grad=False)
+    assert affine_residual(x, a(x)).abs().max() < 1e-9
+
+
+def test_qc_command_on_the_sample_pair(sample_paths, tmp_path):
+    from regkit.cli.main import app
+    from regkit.io.itk import write_itk_affine
+
+    rotation = AffineTransform(torch.tensor([[0.99, -0.1, 0.0], [0.1, 0.99, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64),
+                               torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64), requires_grad=False)
+    write_itk_affine(rotation, tmp_path / "affine.mat")
+    args = ["qc", "--fixed", sample_paths["fixed"], "--moving", sample_paths["moving"], "-t", tmp_path / "affine.mat",
+            "-o", tmp_path / "report", "--labels", sample_paths["fixed_labels"], "--moving-labels", sample_paths["moving_labels"]]
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    assert "mean Dice" in r.output
+    for name in ("qc.png", "qc.html", "qc.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    numbers = json.loads((tmp_path / "report" / "qc.json").read_text())
+    assert numbers["jacobian"]["min"] == pytest.approx(np.linalg.det(rotation.matrix.numpy()), abs=1e-4)
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exit_code == 2 and "exists" in r.output
