@@ -147,3 +147,154 @@ def test_get_regularizer_by_name():
     assert reg.get_regularizer("Diffusion") is reg.diffusion
     with pytest.raises(ValueError, match="unknown regularizer"):
         reg.get_regularizer("elastic")
+
+
+# ----------------------------------------------------------------------------- MI
+def four_level_image():
+    """64 voxels with levels 0..3 in counts 8, 16, 24, 16 (shuffled), and their entropy (nats)."""
+    levels = torch.tensor([0.0] * 8 + [1.0] * 16 + [2.0] * 24 + [3.0] * 16, dtype=torch.float64)
+    image = levels[torch.randperm(64, generator=torch.Generator().manual_seed(0))].reshape(1, 1, 4, 4, 4)
+    p = np.array([8, 16, 24, 16]) / 64.0
+    return image, float(-(p * np.log(p)).sum())
+
+
+@pytest.mark.parametrize("kernel", ["bspline", "linear"])
+def test_mi_of_an_image_with_itself_and_monotone_or_inverted_remaps_is_its_entropy(kernel):
+    # the levels land >= 4 bins apart, so the Parzen windows of different levels never overlap
+    # and the joint histogram is a relabelled diagonal: MI = H(fixed) exactly
+    f, entropy = four_level_image()
+    for warped in (f, f.sqrt(), 3.0 - f, 10.0 * f + 5.0):
+        assert -sim.mutual_information(f, warped, kernel=kernel).item() == pytest.approx(entropy, rel=1e-9)
+    # with 7 bins the 4 levels sit exactly on bins 0, 2, 4, 6: a linear window does not spread
+    # them, so H(F, W) = H(F) = H(W) and NMI = 2
+    nmi = -sim.mutual_information(f, 10.0 * f + 5.0, bins=7, kernel="linear", normalized=True).item()
+    assert nmi == pytest.approx(2.0, rel=1e-9)
+
+
+def test_mi_of_independent_images_is_near_zero_and_mask_selects_voxels():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 1, 1, 30, 30, 30, generator=g, dtype=torch.float64)
+    assert abs(sim.mutual_information(a, b, bins=16).item()) < 0.01
+    assert sim.mutual_information(a, a, bins=16).item() < -1.0
+    # where the mask is zero the warped image may be anything
+    f, entropy = four_level_image()
+    w = f.clone()
+    w[0, 0, 0] = torch.rand(4, 4, dtype=torch.float64, generator=g) * 3.0  # noise within the range
+    mask = torch.ones_like(f)
+    mask[0, 0, 0] = 0
+    kept = f[0, 0, 1:].flatten().numpy().astype(int)
+    p = np.bincount(kept) / kept.size
+    h_kept = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    assert -sim.mutual_information(f, w, mask=mask).item() == pytest.approx(h_kept, rel=1e-9)
+    assert -sim.mutual_information(f, w).item() < h_kept - 0.05
+
+
+def test_mi_gradient_reaches_the_warped_image_and_matches_finite_differences():
+    f = smooth_volume((5, 4, 6))
+    w = smooth_volume((5, 4, 6), seed=7) + 0.5 * f
+    # the bin range (min, max of warped) is held constant by design: perturb the other voxels
+    inner = ((w > w.min()) & (w < w.max())).flatten().nonzero()[:, 0]
+
+    def loss(values):
+        warped = w.flatten().index_put((inner,), values).reshape(w.shape)
+        return sim.mutual_information(f, warped, bins=8)
+
+    assert torch.autograd.gradcheck(loss, (w.flatten()[inner].clone().requires_grad_(),))
+
+
+# ----------------------------------------------------------------------------- MIND
+def test_mind_is_zero_for_identical_and_intensity_inverted_images_and_positive_otherwise():
+    f = smooth_volume((12, 11, 10), channels=2)
+    descriptor = sim.mind_ssc(f)
+    assert descriptor.shape == (1, 24, 12, 11, 10)
+    assert 0.0 < descriptor.min().item() and descriptor.max().item() == pytest.approx(1.0)
+    assert sim.mind(f, f).item() == 0.0
+    assert sim.mind(f, 50.0 - 4.0 * f).item() == pytest.approx(0.0, abs=1e-12)
+    other = smooth_volume((12, 11, 10), seed=9, channels=2)
+    assert sim.mind(f, other).item() > 0.01
+
+
+def test_mind_ssc_of_a_point_compares_the_right_neighbours():
+    # a single bright voxel, no patch smoothing (radius 0), dilation 1: at the voxel before it
+    # along X, the pairs that include neighbour +X see the bright voxel, the others do not
+    image = torch.zeros(1, 1, 5, 5, 5, dtype=torch.float64)
+    image[0, 0, 2, 2, 2] = 1.0
+    d = sim.mind_ssc(image, radius=0, dilation=1)[0, :, 1, 2, 2]
+    plus_x = [(1, 0, 0) in pair for pair in sim._neighbour_pairs()]
+    assert len(plus_x) == 12 and sum(plus_x) == 4  # +X pairs with ±Y, ±Z
+    assert torch.all(d[torch.tensor(plus_x)] < 1.0) and torch.all(d[~torch.tensor(plus_x)] == 1.0)
+
+
+def test_mind_gradient_flows():
+    f = smooth_volume((6, 6, 6))
+    w = smooth_volume((6, 6, 6), seed=2).requires_grad_()
+    sim.mind(f, w).backward()
+    assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- Jacobian
+def oblique_affine():
+    angle = 0.4
+    rot = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    a = torch.eye(4, dtype=torch.float64)
+    a[:3, :3] = rot.double() @ torch.diag(torch.tensor([1.5, 2.0, 0.7], dtype=torch.float64))
+    a[:3, 3] = torch.tensor([-30.0, 12.0, 5.0])
+    return a
+
+
+GRIDS = {
+    "flipped": torch.tensor([[-2.0, 0, 0, 40], [0, 1.0, 0, -3], [0, 0, -1.5, 7], [0, 0, 0, 1]], dtype=torch.float64),
+    "permuted": torch.tensor([[0, 0, 1.0, 0], [2.0, 0, 0, 0], [0, -1.2, 0, 9], [0, 0, 0, 1]], dtype=torch.float64),
+    "oblique": oblique_affine(),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_jacobian_determinant_of_an_affine_displacement_is_det_m_on_any_grid(grid):
+    from regkit import space
+
+    affine = GRIDS[grid]
+    m = torch.tensor([[1.1, 0.2, -0.1], [0.05, 0.9, 0.3], [-0.2, 0.1, 1.3]], dtype=torch.float64)
+    x = space.world_grid(affine, (5, 4, 6), dtype=torch.float64)  # (X, Y, Z, 3) mm
+    u = (x @ (m - torch.eye(3, dtype=torch.float64)).T + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64))
+    u = u.permute(3, 0, 1, 2)[None]
+    det = reg.jacobian_determinant(u, affine)
+    assert det.shape == (1, 5, 4, 6)
+    assert torch.allclose(det, torch.det(m).expand_as(det), atol=1e-10)
+
+
+def test_folding_penalty_is_zero_for_identity_and_known_for_a_reflection():
+    affine = GRIDS["oblique"]
+    from regkit import space
+
+    x = space.world_grid(affine, (4, 4, 4), dtype=torch.float64).permute(3, 0, 1, 2)[None]
+    assert reg.folding_penalty(torch.zeros_like(x), affine).item() == 0.0
+    # u = (M − I) x with M a reflection through the plane x = 0: det J = −1 everywhere
+    reflect = torch.zeros_like(x)
+    reflect[:, 0] = -2.0 * x[:, 0]
+    assert reg.folding_penalty(reflect, affine, eps=0.01).item() == pytest.approx(1.01, rel=1e-10)
+    # folded in the first X slab only: det = −1 on the 2 first slices (one-sided/central diffs)
+    partial = reflect.clone()
+    partial[:, :, 2:] = 0.0
+    det = reg.jacobian_determinant(partial, affine)
+    assert (det < 0).any() and (det[:, 3:] == 1.0).all()
+    assert reg.folding_penalty(partial, affine, eps=0.0).item() == pytest.approx(torch.relu(-det).mean().item())
+
+
+def test_jacobian_gradient_flows():
+    u = (0.1 * torch.randn(1, 3, 3, 4, 3, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: reg.jacobian_determinant(t, GRIDS["oblique"]).sum(), (u,))
+
+
+# ----------------------------------------------------------------------------- affine
+def test_affine_l2_is_the_squared_distance_from_identity():
+    eye = torch.eye(3)
+    assert reg.affine_l2(eye, torch.zeros(3)).item() == 0.0
+    m = eye.clone()
+    m[0, 1] = 0.5
+    assert reg.affine_l2(m, torch.tensor([3.0, 0.0, 4.0])).item() == pytest.approx(0.25 + 25.0)
+    assert reg.affine_l2(m, torch.tensor([3.0, 0.0, 4.0]), translation_scale_mm=5.0).item() == pytest.approx(1.25)
+    batch = reg.affine_l2(torch.stack([eye, m]), torch.zeros(2, 3))
+    assert batch.item() == pytest.approx(0.125)
+    assert reg.get_regularizer("affine_l2") is reg.affine_l2
+    assert reg.get_regularizer("folding") is reg.folding_penalty

@@ -4,7 +4,12 @@ All return a scalar to MINIMISE; see :mod:`regkit.losses.similarity` and
 :mod:`regkit.losses.regularization` for units and conventions. Nothing here imports MONAI
 (``import monai`` costs seconds; see the similarity module's docstring).
 """
-from regkit.losses.regularization import bending_energy, diffusion, get_regularizer
-from regkit.losses.similarity import get_similarity, lncc, mse
+from regkit.losses.regularization import (
+    affine_l2, bending_energy, diffusion, folding_penalty, get_regularizer, jacobian_determinant,
+)
+from regkit.losses.similarity import get_similarity, lncc, mind, mind_ssc, mse, mutual_information
 
-__all__ = ["lncc", "mse", "get_similarity", "diffusion", "bending_energy", "get_regularizer"]
+__all__ = [
+    "lncc", "mse", "mutual_information", "mind_ssc", "mind", "get_similarity",
+    "diffusion", "bending_energy", "jacobian_determinant", "folding_penalty", "affine_l2", "get_regularizer",
+]

@@ -188,6 +188,173 @@ def mse(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     return weighted_mean((fixed - warped).square(), mask)
 
 
+# ----------------------------------------------------------------------------- MI
+def _as_rows(x: Tensor) -> Tensor:
+    """``(N, C, X, Y, Z)`` → ``(N·C, X·Y·Z)``: one histogram per image channel."""
+    return x.reshape(x.shape[0] * x.shape[1], -1)
+
+
+def _unit_range(x: Tensor) -> Tensor:
+    """Rows of ``x`` mapped linearly to [0, 1] by their min and max (treated as constants)."""
+    with torch.no_grad():
+        low = x.amin(dim=1, keepdim=True)
+        span = (x.amax(dim=1, keepdim=True) - low).clamp_min(torch.finfo(x.dtype).tiny)
+    return (x - low) / span
+
+
+def _bspline_taps(position: Tensor, order: int, bins: int) -> Tuple[Tensor, Tensor]:
+    """First bin index and weights of the B-spline Parzen window (order 1 or 3) at ``position``.
+
+    ``position`` (continuous bin coordinate) must lie in [(order − 1)/2, bins − 1 − (order − 1)/2].
+    Returns ``first`` (long, same shape) and ``weights`` ``(order + 1, *shape)``: bin
+    ``first + t`` gets ``weights[t]``; the weights sum to 1 and are differentiable in ``position``.
+    """
+    half = (order - 1) // 2
+    # the last position has frac = 1 on the previous cell, so no tap falls past the last bin
+    cell = position.detach().floor().clamp(max=bins - 2 - half)
+    frac = position - cell
+    if order == 1:
+        weights = torch.stack([1.0 - frac, frac])
+    else:  # cubic B-spline
+        frac2, frac3 = frac * frac, frac * frac * frac
+        weights = torch.stack([
+            (1.0 - frac) ** 3 / 6.0,
+            (3.0 * frac3 - 6.0 * frac2 + 4.0) / 6.0,
+            (-3.0 * frac3 + 3.0 * frac2 + 3.0 * frac + 1.0) / 6.0,
+            frac3 / 6.0,
+        ])
+    return cell.long() - half, weights
+
+
+_KERNEL_ORDER = {"bspline": 3, "linear": 1}
+
+
+def joint_histogram(fixed: Tensor, warped: Tensor, bins: int = 32, mask: Optional[Tensor] = None, kernel: str = "bspline") -> Tensor:
+    """Parzen-window joint histogram, ``(N·C, bins, bins)`` normalised to sum 1 per row.
+
+    Rows index the FIXED bin, columns the WARPED bin. As in ITK's Mattes mutual information, the
+    fixed image is binned with a zero-order (nearest-bin) window and the warped image with a
+    B-spline window (``"bspline"``: cubic, the smooth default; ``"linear"``: triangular), so the
+    histogram is differentiable in ``warped`` (``fixed`` gets no gradient). Each image channel
+    is mapped to the bins by its own min and max; a cubic window keeps one bin of margin at
+    each end so that it never falls off the histogram.
+    """
+    _check_pair(fixed, warped)
+    if kernel not in _KERNEL_ORDER:
+        raise ValueError(f"kernel must be one of {sorted(_KERNEL_ORDER)}, got {kernel!r}")
+    order = _KERNEL_ORDER[kernel]
+    if bins < order + 1:
+        raise ValueError(f"{kernel} mutual information needs at least {order + 1} bins, got {bins}")
+    rows = fixed.shape[0] * fixed.shape[1]
+    fixed_bin = (_unit_range(_as_rows(fixed.detach())) * (bins - 1)).round().long()
+    margin = (order - 1) // 2
+    position = margin + _unit_range(_as_rows(warped)) * (bins - 1 - 2 * margin)
+    first, weights = _bspline_taps(position, order, bins)
+    if mask is not None:
+        weights = weights * _as_rows(mask.to(warped.dtype).expand_as(warped))
+    # flat index of (row, fixed bin, first warped bin) in a (rows, bins * bins) histogram
+    index = fixed_bin * bins + first
+    hist = warped.new_zeros(rows, bins * bins)
+    for tap in range(order + 1):  # the 2 or 4 taps of the window, not voxels
+        hist = hist.scatter_add(1, index + tap, weights[tap])
+    hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(torch.finfo(hist.dtype).tiny)
+    return hist.reshape(rows, bins, bins)
+
+
+def _entropy(p: Tensor, dims: Tuple[int, ...]) -> Tensor:
+    """Shannon entropy (nats) over ``dims``; empty bins contribute 0 (and a finite gradient)."""
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=dims)
+
+
+def mutual_information(
+    fixed: Tensor,
+    warped: Tensor,
+    bins: int = 32,
+    mask: Optional[Tensor] = None,
+    kernel: str = "bspline",
+    normalized: bool = False,
+) -> Tensor:
+    """Negative mutual information (nats), for images of different contrast (CT↔MRI, T1↔T2).
+
+    ``MI = H(F) + H(W) − H(F, W)`` from :func:`joint_histogram` (``bins`` per image, Parzen
+    window ``kernel`` on ``warped``, nearest bin on ``fixed``), averaged over batch items and
+    channels. Returns ``−MI`` (≤ 0; MI of an image with itself is its entropy), or with
+    ``normalized=True`` ``−(H(F) + H(W)) / H(F, W)`` (Studholme's NMI, in [−2, −1]).
+    ``mask`` weights each voxel's histogram contribution. Only ``warped`` gets a gradient.
+
+    Why not MONAI's ``GlobalMutualInformationLoss``: it builds dense (voxels × bins) Parzen
+    weights for both images and multiplies them, ~bins times more work and memory than the 4
+    scatter-adds here (see ``benchmarks/bench_losses.py``).
+    """
+    p = joint_histogram(fixed, warped, bins, mask, kernel)
+    h_fixed = _entropy(p.sum(dim=2), (1,))
+    h_warped = _entropy(p.sum(dim=1), (1,))
+    h_joint = _entropy(p, (1, 2))
+    if normalized:
+        return -((h_fixed + h_warped) / h_joint.clamp_min(1e-12)).mean()
+    return -(h_fixed + h_warped - h_joint).mean()
+
+
+# ----------------------------------------------------------------------------- MIND-SSC
+def _neighbour_pairs() -> Tuple[Tuple[Tuple[int, int, int], Tuple[int, int, int]], ...]:
+    """The 12 pairs of the 6-neighbourhood at distance √2 (every pair but the 3 opposite ones):
+    MIND's self-similarity context (Heinrich et al., MICCAI 2013)."""
+    six = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    return tuple((p, q) for i, p in enumerate(six) for q in six[i + 1:] if any(a + b for a, b in zip(p, q)))
+
+
+def mind_ssc(image: Tensor, radius: int = 2, dilation: int = 2) -> Tensor:
+    """MIND-SSC descriptor (Heinrich et al. 2013): 12 self-similarity-context channels per voxel.
+
+    For each pair (p, q) of the 6 neighbours at ``dilation`` voxels (12 pairs at distance
+    √2·dilation), ``D = box mean over a (2·radius + 1)³ patch of (I(x + p) − I(x + q))²``; then
+    ``MIND = exp(−(D − min_pairs D) / V)`` with ``V = mean_pairs D`` (the local variance
+    estimate, clipped to [0.001, 1000] × its image mean). Borders are replicated. The
+    descriptor does not change under ``I → a·I + b`` (any sign of a), which makes it suited to
+    multi-modal registration.
+
+    Args:
+        image: ``(N, C, X, Y, Z)``; channels are described separately.
+    Returns:
+        ``(N, 12·C, X, Y, Z)`` in (0, 1], channel ``12·c + pair``.
+    """
+    if image.dim() != 5:
+        raise ValueError(f"image must be (N, C, X, Y, Z), got {tuple(image.shape)}")
+    n, c, sx, sy, sz = image.shape
+    x = image.reshape(n * c, 1, sx, sy, sz)
+    d = dilation
+    padded = F.pad(x, (d,) * 6, mode="replicate")
+
+    def shifted(offset: Tuple[int, int, int]) -> Tensor:
+        ox, oy, oz = (d + d * o for o in offset)
+        return padded[:, 0, ox:ox + sx, oy:oy + sy, oz:oz + sz]
+
+    pairs = _neighbour_pairs()
+    first = torch.stack([shifted(p) for p, _ in pairs], dim=1)  # 12 views of the image
+    second = torch.stack([shifted(q) for _, q in pairs], dim=1)
+    k = 2 * radius + 1
+    squared = F.pad((first - second).square(), (radius,) * 6, mode="replicate")
+    distance = box_sum(squared, k) * (1.0 / k**3)
+    distance = distance - distance.amin(dim=1, keepdim=True)
+    variance = distance.mean(dim=1, keepdim=True)
+    scale = variance.mean().detach()
+    variance = torch.maximum(torch.minimum(variance, 1000.0 * scale), (0.001 * scale).clamp_min(1e-12))
+    return torch.exp(-distance / variance).reshape(n, c * len(pairs), sx, sy, sz)
+
+
+def mind(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None, radius: int = 2, dilation: int = 2) -> Tensor:
+    """Mean squared difference of :func:`mind_ssc` descriptors (0 = identical structure).
+
+    ``mask`` weights voxels (``(N, 1 | C, X, Y, Z)``); the 12 descriptor channels of a voxel
+    are averaged first.
+    """
+    _check_pair(fixed, warped)
+    n, c = fixed.shape[:2]
+    diff = (mind_ssc(fixed, radius, dilation) - mind_ssc(warped, radius, dilation)).square()
+    per_voxel = diff.reshape(n, c, -1, *fixed.shape[2:]).mean(dim=2)
+    return weighted_mean(per_voxel, mask)
+
+
 # ----------------------------------------------------------------------------- by name
 SIMILARITIES: dict = {}
 
@@ -201,4 +368,4 @@ def get_similarity(name: str, **kwargs) -> Callable[..., Tensor]:
     return functools.partial(SIMILARITIES[key], **kwargs)
 
 
-SIMILARITIES.update({"lncc": lncc, "mse": mse})
+SIMILARITIES.update({"lncc": lncc, "mse": mse, "mi": mutual_information, "mind": mind})
