@@ -96,7 +96,7 @@ def hd95(fixed_labels: Image, warped_labels: Image, labels: Optional[Sequence[in
 
 
 # ----------------------------------------------------------------------------- Jacobian
-def jacobian_determinant(displacement: Tensor, affine) -> Tensor:
+def jacobian_determinant(displacement: Tensor, affine, voxels_per_chunk: int = 2 ** 21) -> Tensor:
     """det of the Jacobian of ``x → x + u(x)`` with respect to WORLD coordinates, for reporting.
 
     The float64, no-gradient form of :func:`regkit.losses.regularization.jacobian_determinant`
@@ -108,14 +108,24 @@ def jacobian_determinant(displacement: Tensor, affine) -> Tensor:
     Args:
         displacement: ``(3, X, Y, Z)`` or ``(N, 3, X, Y, Z)`` world mm (RAS components).
         affine: 4×4 voxel→world of the field's grid.
+        voxels_per_chunk: work on slabs along X of about this many voxels (the float64 maths
+            needs ~200 bytes per voxel); slabs overlap by one voxel so the result is identical.
     Returns:
         ``(X, Y, Z)`` or ``(N, X, Y, Z)`` in the field's dtype.
     """
     from regkit.losses.regularization import jacobian_determinant as physical_jacobian
 
     u = displacement if displacement.dim() == 5 else displacement[None]
+    size_x = u.shape[2]
+    step = max(1, voxels_per_chunk // max(1, u.shape[3] * u.shape[4]))
+    slabs = []
     with torch.no_grad():
-        det = physical_jacobian(u.detach().to(torch.float64), affine).to(displacement.dtype)
+        for start in range(0, size_x, step):
+            stop = min(start + step, size_x)
+            lo, hi = max(start - 1, 0), min(stop + 1, size_x)
+            det = physical_jacobian(u[:, :, lo:hi].detach().to(torch.float64), affine)
+            slabs.append(det[:, start - lo:stop - lo])
+    det = torch.cat(slabs, dim=1).to(displacement.dtype)
     return det if displacement.dim() == 5 else det[0]
 
 

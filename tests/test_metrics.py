@@ -53,6 +53,13 @@ def test_jacobian_agrees_with_simpleitk_on_an_axis_aligned_grid():
     np.testing.assert_allclose(ours[inner], theirs[inner], atol=1e-5)
 
 
+def test_jacobian_in_slabs_equals_the_whole_computation():
+    u = torch.randn(3, 7, 5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = metrics.jacobian_determinant(u, OBLIQUE)
+    for voxels_per_chunk in (1, 20, 40):  # slabs of 1, 1 and 2 voxels along X
+        assert torch.allclose(metrics.jacobian_determinant(u, OBLIQUE, voxels_per_chunk=voxels_per_chunk), whole, atol=1e-12)
+
+
 def _folded_field(affine, shape, i0: int, i1: int) -> torch.Tensor:
     """u_x piecewise linear along the first voxel axis, slope -3 between voxels i0 and i1: det J
     is -2 strictly inside, -0.5 on the two kinks (central differences) and 1 elsewhere."""
