@@ -71,22 +71,19 @@ def add_to(app: typer.Typer) -> None:
 
 
 def load_chain(paths: List[Path], inverse: bool):
-    """The transforms of ``paths`` as one Compose (first acts first), inverted if asked."""
+    """The transforms of ``paths`` as one Compose (first acts first), inverted if asked
+    (:func:`regkit.inverse.invert`; the fixed-point residual of displacement parts is printed)."""
+    from regkit.inverse import invert
     from regkit.io.transform_files import read_transform
-    from regkit.transforms import Compose, DisplacementField
+    from regkit.transforms import Compose
 
-    chain = [read_transform(p) for p in paths]
+    chain = Compose(*[read_transform(p) for p in paths])
     if not inverse:
-        return Compose(*chain)
-    inverted = []
-    for path, t in zip(reversed(paths), reversed(chain)):
-        parts = t.transforms if isinstance(t, Compose) else [t]
-        for part in reversed(list(parts)):
-            inv = part.inverse()
-            if isinstance(part, DisplacementField):
-                typer.echo(f"inverted displacement field {path}: residual max {inv.inverse_residual_mm:.3g} mm", err=True)
-            inverted.append(inv)
-    return Compose(*inverted)
+        return chain
+    result = invert(chain)
+    if result.fixed_point_residual_mm is not None:
+        typer.echo(f"inverted displacement field(s) by fixed-point iteration: residual max {result.fixed_point_residual_mm:.3g} mm", err=True)
+    return result.transform
 
 
 def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_path: Path, output: Path,

@@ -153,7 +153,7 @@ def _reference_grid(reference: Reference, transform: Transform, path: PathLike):
     raise InputError("writing this transform as a displacement field needs a reference grid (the fixed image)", path)
 
 
-def _as_affine(transform: Transform) -> Optional[AffineTransform]:
+def as_single_affine(transform: Transform) -> Optional[AffineTransform]:
     """One AffineTransform equal to a purely affine transform/chain, else None."""
     chain = _chain(transform)
     if not all(isinstance(t, AffineTransform) for t in chain):
@@ -171,6 +171,9 @@ def _as_affine(transform: Transform) -> Optional[AffineTransform]:
     return AffineTransform.from_homogeneous(h, center=chain[0].center.detach().double())
 
 
+_as_affine = as_single_affine  # the name regkit.export imports
+
+
 def write_transform(transform: Transform, path: PathLike, reference: Reference = None, force: bool = False) -> Path:
     """Write ``transform`` in the format its suffix names, atomically (never overwriting without
     ``force``).
@@ -186,7 +189,7 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
     if kind == "native":
         return write_native(transform, path, force)
     if kind == "itk_affine":
-        affine = _as_affine(transform)
+        affine = as_single_affine(transform)
         if affine is None:
             raise InputError("only an affine transform can be written as an ITK affine file; "
                              "use .regkit.safetensors or a displacement field (.nii.gz with a reference)", path)
