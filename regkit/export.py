@@ -61,9 +61,9 @@ def split_affine_and_warp(transform: Transform, reference: Image) -> Tuple[Affin
     regkit registration), else identity; ``w`` ``(3, X, Y, Z)`` float64 world mm (RAS) is what
     the rest of the chain does on the reference grid (all zeros for a purely affine chain).
     """
-    from regkit.io.transform_files import _as_affine  # one affine for an all-affine chain
+    from regkit.io.transform_files import as_single_affine
 
-    pure = _as_affine(transform)
+    pure = as_single_affine(transform)
     if pure is not None:
         return pure, torch.zeros(3, *reference.shape, dtype=torch.float64)
     chain = list(transform.transforms) if isinstance(transform, Compose) else [transform]
