@@ -10,8 +10,8 @@ Files handled:
 * Affine transforms (``.mat`` MATLAB v4 as ANTs writes ``*0GenericAffine.mat``; text ``.tfm`` /
   ``.txt``; any linear ITK transform — ``AffineTransform_double_3_3``, ``_float_3_3``,
   ``MatrixOffsetTransformBase``, Euler/Versor/Similarity …) through ``sitk.ReadTransform`` /
-  ``sitk.WriteTransform``. Composite ``.h5`` files whose parts are all linear are read as one
-  affine.
+  ``sitk.WriteTransform``. Composite ``.h5`` files (affines and displacement fields, as
+  ``regkit export --format itk`` or ANTs write) are read as a chain.
 * Displacement fields as ANTs writes ``*1Warp.nii.gz``: NIfTI ``X×Y×Z×1×3``, intent code 1007
   (``NIFTI_INTENT_VECTOR``), vectors in LPS mm, on the reference (fixed) grid. The 4D ``X×Y×Z×3``
   variant and ITK vector images (``.mha``, ``.nrrd``) are read too.
@@ -19,7 +19,7 @@ Files handled:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from regkit import space
 from regkit.errors import InputError
 from regkit.io.atomic import atomic_path
 from regkit.io.images import check_input_file, set_sitk_geometry, sitk_affine
-from regkit.transforms import AffineTransform, DisplacementField
+from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform
 
 PathLike = Union[str, Path]
 AFFINE_SUFFIXES = (".mat", ".tfm", ".txt", ".h5", ".hdf5")
@@ -50,22 +50,23 @@ def lps_matrix_to_ras(matrix4: np.ndarray) -> np.ndarray:
 ras_matrix_to_lps = lps_matrix_to_ras  # F is its own inverse
 
 
-# --------------------------------------------------------------------------- affine files
-def _linear_sitk_to_lps_matrix(tx, path: Path) -> np.ndarray:
-    """4×4 LPS matrix of a linear SimpleITK transform (any MatrixOffsetTransformBase kind)."""
+# --------------------------------------------------------------------------- transform files
+def _sitk_parts(tx) -> list:
+    """The (downcast) parts of a SimpleITK transform in the order they act on points: an ITK
+    composite applies its LAST added transform first."""
     import SimpleITK as sitk
 
-    if tx.GetDimension() != 3:
-        raise InputError(f"holds a {tx.GetDimension()}D transform; regkit needs 3D", path)
     tx = tx.Downcast()
-    if isinstance(tx, sitk.CompositeTransform):
-        h = np.eye(4)
-        # ITK composite: the LAST added transform acts first on points
-        for i in range(tx.GetNumberOfTransforms()):
-            h = h @ _linear_sitk_to_lps_matrix(tx.GetNthTransform(i), path)
-        return h
-    if not tx.IsLinear():
-        raise InputError(f"holds a non-linear ITK transform ({tx.GetName()}); expected an affine", path)
+    if not isinstance(tx, sitk.CompositeTransform):
+        return [tx]
+    parts = []
+    for i in reversed(range(tx.GetNumberOfTransforms())):
+        parts.extend(_sitk_parts(tx.GetNthTransform(i)))
+    return parts
+
+
+def _lps_matrix(tx) -> np.ndarray:
+    """4×4 LPS point matrix of a linear SimpleITK transform (any MatrixOffsetTransformBase kind)."""
     if hasattr(tx, "GetMatrix") and hasattr(tx, "GetTranslation") and hasattr(tx, "GetCenter"):
         m = np.array(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)
         t = np.array(tx.GetTranslation(), dtype=np.float64)
@@ -86,12 +87,19 @@ def _linear_sitk_to_lps_matrix(tx, path: Path) -> np.ndarray:
     return h
 
 
-def read_itk_affine(path: PathLike) -> AffineTransform:
-    """Read an ITK/ANTs affine transform file (``.mat``, ``.tfm``, ``.txt``, linear ``.h5``).
+def _affine_from_sitk(parts: list) -> AffineTransform:
+    """One RAS :class:`AffineTransform` equal to linear SimpleITK parts (first acts first); the
+    first part's centre of rotation is kept (converted to RAS)."""
+    h = np.eye(4)
+    for tx in parts:
+        h = lps_matrix_to_ras(_lps_matrix(tx)) @ h
+    center = None
+    if hasattr(parts[0], "GetCenter"):
+        center = torch.as_tensor(np.array(parts[0].GetCenter(), dtype=np.float64) * LPS_FLIP)
+    return AffineTransform.from_homogeneous(torch.as_tensor(h), center=center)
 
-    Returns an :class:`AffineTransform` (fixed → moving, RAS mm, float64) with the file's
-    centre of rotation converted to RAS.
-    """
+
+def _read_sitk_transform(path: PathLike):
     import SimpleITK as sitk
 
     p = check_input_file(path)
@@ -99,12 +107,46 @@ def read_itk_affine(path: PathLike) -> AffineTransform:
         tx = sitk.ReadTransform(str(p))
     except Exception as e:
         raise InputError(f"cannot be read as an ITK transform ({_first_line(e)})", p) from e
-    h = lps_matrix_to_ras(_linear_sitk_to_lps_matrix(tx, p))
-    center = None
-    d = tx.Downcast()
-    if hasattr(d, "GetCenter"):
-        center = torch.as_tensor(np.array(d.GetCenter(), dtype=np.float64) * LPS_FLIP)
-    return AffineTransform.from_homogeneous(torch.as_tensor(h), center=center)
+    if tx.GetDimension() != 3:
+        raise InputError(f"holds a {tx.GetDimension()}D transform; regkit needs 3D", p)
+    return p, _sitk_parts(tx)
+
+
+def read_itk_affine(path: PathLike) -> AffineTransform:
+    """Read an ITK/ANTs affine transform file (``.mat``, ``.tfm``, ``.txt``, linear ``.h5``).
+
+    Returns an :class:`AffineTransform` (fixed → moving, RAS mm, float64) with the file's
+    centre of rotation converted to RAS; a composite of linear parts becomes one affine.
+    """
+    p, parts = _read_sitk_transform(path)
+    for tx in parts:
+        if not tx.IsLinear():
+            raise InputError(f"holds a non-linear ITK transform ({tx.GetName()}); expected an affine", p)
+    return _affine_from_sitk(parts)
+
+
+def read_itk_transform(path: PathLike) -> Transform:
+    """Read any ITK transform file: linear parts → :class:`AffineTransform` (consecutive ones
+    merged), ``DisplacementFieldTransform`` → :class:`DisplacementField`; several → a
+    :class:`Compose` in the order they act on fixed points (e.g. ITK ``Composite.h5``)."""
+    import SimpleITK as sitk
+
+    p, parts = _read_sitk_transform(path)
+    out: List[Transform] = []
+    linear: list = []
+    for tx in parts + [None]:
+        if tx is not None and tx.IsLinear():
+            linear.append(tx)
+            continue
+        if linear:
+            out.append(_affine_from_sitk(linear))
+            linear = []
+        if tx is None:
+            break
+        if not isinstance(tx, sitk.DisplacementFieldTransform):
+            raise InputError(f"holds an ITK {tx.GetName()}, which regkit cannot read (affine and displacement-field transforms only)", p)
+        out.append(_field_from_vectors(*_sitk_vectors(tx.GetDisplacementField(), p), p))
+    return out[0] if len(out) == 1 else Compose(*out)
 
 
 def affine_to_sitk(transform: AffineTransform):
@@ -160,7 +202,12 @@ def read_itk_displacement(path: PathLike) -> DisplacementField:
         vectors, affine = _read_nifti_vectors(p)
     else:
         vectors, affine = _read_sitk_vectors(p)
-    ras = vectors * LPS_FLIP  # (X, Y, Z, 3) LPS → RAS components
+    return _field_from_vectors(vectors, affine, p)
+
+
+def _field_from_vectors(vectors: np.ndarray, affine: np.ndarray, p: Path) -> DisplacementField:
+    """``(X, Y, Z, 3)`` LPS vectors on grid ``affine`` (RAS) → a RAS :class:`DisplacementField`."""
+    ras = vectors * LPS_FLIP
     if not np.isfinite(ras).all():
         raise InputError("displacement field has NaN/Inf vectors", p)
     data = torch.from_numpy(np.ascontiguousarray(np.moveaxis(ras, -1, 0)))  # (3, X, Y, Z)
@@ -193,6 +240,13 @@ def _read_sitk_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
         img = sitk.ReadImage(str(p))
     except Exception as e:
         raise InputError(f"cannot be read as a displacement field ({_first_line(e)})", p) from e
+    return _sitk_vectors(img, p)
+
+
+def _sitk_vectors(img, p: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """``(X, Y, Z, 3)`` float64 LPS vectors and the RAS grid affine of a SimpleITK vector image."""
+    import SimpleITK as sitk
+
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 3:
         raise InputError(f"is not a 3D field of 3-vectors ({img.GetDimension()}D, {img.GetNumberOfComponentsPerPixel()} components)", p)
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X, 3)

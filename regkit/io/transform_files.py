@@ -6,8 +6,9 @@
   :class:`AffineTransform` / :class:`DisplacementField` / :class:`VelocityField`; tensors in
   safetensors, the chain description, grid affines and format version in its JSON metadata.
   Round-trips exactly (dtype and values); loading never unpickles.
-* ``.mat`` / ``.tfm`` / ``.txt`` (and reading linear ``.h5``) — ITK/ANTs affine
-  (:mod:`regkit.io.itk`). Only a purely affine transform (or chain of affines) can be written.
+* ``.mat`` / ``.tfm`` / ``.txt`` / ``.h5`` — ITK/ANTs transforms (:mod:`regkit.io.itk`); an ITK
+  composite ``.h5`` of affines and fields reads as a chain. Only a purely affine transform (or
+  chain of affines) can be written.
 * ``.nii`` / ``.nii.gz`` / ``.mha`` / ``.nrrd`` — ITK/ANTs displacement field (LPS mm vectors).
   Any transform can be written as one, on the grid of ``reference`` (an :class:`Image` or an
   ``(affine, shape)`` pair); a lone :class:`DisplacementField` defaults to its own grid.
@@ -138,7 +139,7 @@ def read_transform(path: PathLike) -> Transform:
     if kind == "native":
         return read_native(path)
     if kind == "itk_affine":
-        return itk.read_itk_affine(path)
+        return itk.read_itk_transform(path)
     return itk.read_itk_displacement(path)
 
 
