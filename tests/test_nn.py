@@ -141,3 +141,18 @@ def test_checkpoint_of_another_architecture_is_an_input_error(tmp_path):
     wider = CascadeNet(ModelConfig.model_validate({**TINY_MODEL, "affine": {"scale": 2, "channels": [4, 16]}}))
     with pytest.raises(InputError, match="another model config"):
         load_model_state(wider, read_checkpoint(path), path)
+
+
+def test_prediction_exports_like_any_transform(tmp_path, pair):
+    """The predicted chain (velocity + displacement stages + affine) round-trips through regkit's
+    own transform file and the ITK displacement-field export, giving the same mapping."""
+    from regkit.io.transform_files import read_transform, write_transform
+    from regkit.nn.predict import predict
+
+    moving, fixed = pair
+    transform = predict(_model(perturb=True), moving, fixed)
+    expected = transform.displacement_on(fixed.affine, fixed.shape)
+    native = read_transform(write_transform(transform, tmp_path / "t.regkit.safetensors"))
+    assert torch.allclose(native.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-4)
+    field = read_transform(write_transform(transform, tmp_path / "t_field.nii.gz", reference=fixed))
+    assert torch.allclose(field.displacement_on(fixed.affine, fixed.shape).float(), expected, atol=1e-3)
