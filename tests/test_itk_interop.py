@@ -237,3 +237,31 @@ def test_composite_h5_with_field_reads_as_chain(tmp_path):
     np.testing.assert_allclose(ours(pts).detach().numpy(), expected, atol=1e-6)
     with pytest.raises(Exception, match="non-linear"):
         itk.read_itk_affine(tmp_path / "Composite.h5")
+
+
+def test_matrix_offset_text_and_4d_nifti_field(tmp_path):
+    """Older ANTs/ITK text files name the transform MatrixOffsetTransformBase; some tools write
+    fields as X×Y×Z×3 NIfTI. Both read as SimpleITK / the LPS convention say."""
+    import nibabel as nib
+
+    (tmp_path / "mo.txt").write_text(
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: MatrixOffsetTransformBase_double_3_3\n"
+        "Parameters: 0 -1 0 1 0 0 0 0 2 5 -3 1\nFixedParameters: 1 2 3\n")
+    ours = read_transform(tmp_path / "mo.txt")
+    tx = sitk.ReadTransform(str(tmp_path / "mo.txt"))
+    p = np.array([[10.0, -4.0, 7.0], [0.0, 0.0, 0.0]])
+    expected = np.array([tx.TransformPoint(tuple(q * itk.LPS_FLIP)) for q in p]) * itk.LPS_FLIP
+    np.testing.assert_allclose(ours(torch.from_numpy(p)).detach().numpy(), expected, atol=1e-9)
+    # by hand: LPS point q -> M (q - c) + c + t, with RAS = diag(-1,-1,1) LPS
+    q = p[0] * itk.LPS_FLIP
+    m = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    np.testing.assert_allclose(expected[0], (m @ (q - [1, 2, 3]) + [1, 2, 3] + [5, -3, 1]) * itk.LPS_FLIP)
+
+    affine = np.diag([2.0, -1.5, 1.0, 1.0])
+    affine[:3, 3] = [4.0, 9.0, -3.0]
+    lps = np.random.default_rng(0).normal(size=(3, 4, 5, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(lps, affine), str(tmp_path / "field4d.nii.gz"))
+    field = read_transform(tmp_path / "field4d.nii.gz")
+    assert isinstance(field, DisplacementField) and field.shape == (3, 4, 5)
+    np.testing.assert_allclose(field.displacement[0, :, 1, 2, 3].numpy(), lps[1, 2, 3] * itk.LPS_FLIP)
+    np.testing.assert_allclose(field.affine.numpy(), affine)

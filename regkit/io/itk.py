@@ -59,6 +59,10 @@ def _sitk_parts(tx) -> list:
     tx = tx.Downcast()
     if not isinstance(tx, sitk.CompositeTransform):
         return [tx]
+    if tx.GetNumberOfTransforms() == 1 and isinstance(tx.GetNthTransform(0).Downcast(), sitk.CompositeTransform):
+        # SimpleITK wraps a kind it has no class for (e.g. MatrixOffsetTransformBase) as a
+        # one-element composite whose element is that wrapper again: it is a leaf
+        return [tx]
     parts = []
     for i in reversed(range(tx.GetNumberOfTransforms())):
         parts.extend(_sitk_parts(tx.GetNthTransform(i)))
