@@ -110,3 +110,11 @@ def test_any_transform_written_as_field_on_reference(tmp_path):
     assert torch.allclose(r.affine, _grid_affine(), atol=1e-5)
     x = space.world_grid(_grid_affine(), (4, 5, 6), dtype=torch.float64)
     assert torch.allclose(r(x), a(x), atol=1e-4)  # float32 storage
+
+
+def test_velocity_written_as_field_on_its_own_grid(tmp_path):
+    v = _velocity()
+    r = read_transform(write_transform(v, tmp_path / "v_warp.nii.gz"))
+    assert isinstance(r, DisplacementField) and r.shape == v.shape
+    x = space.world_grid(_grid_affine(), (4, 5, 6), dtype=torch.float64)
+    assert torch.allclose(r(x), v(x), atol=1e-4)

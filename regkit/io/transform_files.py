@@ -11,7 +11,7 @@
   chain of affines) can be written.
 * ``.nii`` / ``.nii.gz`` / ``.mha`` / ``.nrrd`` — ITK/ANTs displacement field (LPS mm vectors).
   Any transform can be written as one, on the grid of ``reference`` (an :class:`Image` or an
-  ``(affine, shape)`` pair); a lone :class:`DisplacementField` defaults to its own grid.
+  ``(affine, shape)`` pair); a lone displacement or velocity field defaults to its own grid.
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def _reference_grid(reference: Reference, transform: Transform, path: PathLike):
     if reference is not None:
         affine, shape = reference
         return space.grid_of(affine, shape)
-    if isinstance(transform, DisplacementField):
+    if isinstance(transform, (DisplacementField, VelocityField)):
         return transform.affine, transform.shape
     raise InputError("writing this transform as a displacement field needs a reference grid (the fixed image)", path)
 
@@ -184,7 +184,8 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
         path: ``*.regkit.safetensors`` (any chain, exact), ``.mat``/``.tfm``/``.txt`` (affine
             only) or ``.nii.gz``/``.nii``/``.mha``/``.nrrd`` (a displacement field).
         reference: grid of a written displacement field — an :class:`Image` or
-            ``(affine, shape)``; not needed for a lone :class:`DisplacementField`.
+            ``(affine, shape)``; not needed for a lone displacement or velocity field (its
+            own grid).
     """
     kind = transform_kind(path)
     if kind == "native":
