@@ -1,6 +1,7 @@
 """Shared pieces of the CLI: error handling, logging, device choice."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -23,20 +24,48 @@ EXIT_CODES_HELP = (
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one line to stderr and exit with ``code``."""
-    typer.echo(f"regkit: error: {message}", err=True)
+    """Print one line to stderr and exit with ``code`` (line breaks in ``message`` are folded)."""
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    typer.echo(f"regkit: error: {one_line}", err=True)
     raise typer.Exit(code)
 
 
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM (``kill``, a batch scheduler's time limit) unwinds like Ctrl-C, so
+    temporary files are removed and training can save a checkpoint. Main thread only (a rule
+    of ``signal``); the previous handler is restored on exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn regkit's errors into one line + exit code; keep tracebacks for ``--debug``."""
+    """Turn regkit's errors into one line + exit code; keep tracebacks for ``--debug``.
+
+    SIGINT and SIGTERM end the command with exit code 130 after the ``finally`` blocks ran
+    (temporary outputs removed).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from regkit.errors import RegkitError
 
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except RegkitError as e:

@@ -21,11 +21,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Union
 
 from regkit.errors import InputError, ResourceError
 
 ENV_LIMIT = "REGKIT_MEMORY_LIMIT"
+PathLike = Union[str, Path]
 
 #: peak bytes per voxel of the working grid for one optimiser step (forward + backward), by
 #: similarity. lncc/mse measured (≈180–200 B/voxel at 96³–128³); mind and mi are upper bounds
@@ -102,19 +103,20 @@ def memory_limit() -> int:
 DEFAULT_HINT = "use a coarser preset (--config fast) or downsample the images (e.g. a larger finest spacing_mm)"
 
 
-def check_memory(bytes_needed: int, what: str, hint: str = DEFAULT_HINT) -> None:
-    """Raise :class:`ResourceError` if ``bytes_needed`` exceeds :func:`memory_limit`.
+def check_memory(bytes_needed: int, what: str, hint: str = DEFAULT_HINT, path: Optional[PathLike] = None) -> None:
+    """Raise :class:`ResourceError` (exit code 3) if ``bytes_needed`` exceeds :func:`memory_limit`.
 
     Args:
-        bytes_needed: estimated peak bytes of the job.
-        what: what needs it, naming the file(s), e.g. ``"registering moving.nii.gz to fixed.nii.gz"``.
+        bytes_needed: estimated peak bytes of the job (e.g. ``estimate_registration(...).total``).
+        what: what needs it, e.g. ``"registering on a 512x512x300 grid"``.
         hint: what the user can change.
+        path: the file the message starts with (the one to downsample), if any.
     """
     limit = memory_limit()
     if bytes_needed > limit:
         raise ResourceError(
             f"{what} needs about {format_bytes(bytes_needed)} of memory but {format_bytes(limit)} is "
-            f"available; {hint} (or set {ENV_LIMIT} if the limit is wrong)")
+            f"available; {hint} (or set {ENV_LIMIT} if the limit is wrong)", path)
 
 
 def voxels(shape: Sequence[int]) -> int:

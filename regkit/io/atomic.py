@@ -1,12 +1,18 @@
-"""Write files so that a crash never leaves a partial output, and never overwrite by accident."""
+"""Write files so that a crash never leaves a partial output, and never overwrite by accident.
+
+Every output goes to a hidden temporary file beside the target (same folder, so the rename is
+atomic on POSIX), is flushed to disk, then renamed onto the target: a reader sees the old file or
+the complete new one, never half of one. Commands call :func:`check_outputs` with all their
+outputs before starting work.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, List, Optional, Union
 
-from regkit.errors import OutputExistsError
+from regkit.errors import InputError, OutputExistsError
 
 PathLike = Union[str, Path]
 
@@ -28,6 +34,27 @@ def check_writable(path: PathLike, force: bool = False) -> Path:
     return p
 
 
+def check_outputs(paths: Iterable[Optional[PathLike]], force: bool = False) -> List[Path]:
+    """Check ALL outputs of a command before it starts work (``None`` entries are skipped).
+
+    Raises :class:`OutputExistsError` naming every existing output (unless ``force``), or
+    :class:`InputError` when an output path is a directory or its folder cannot be written, so
+    a run never fails on its last file after minutes of work.
+    """
+    targets = [Path(p) for p in paths if p is not None]
+    for t in targets:
+        if t.is_dir():
+            raise InputError("is a directory; give a file name for this output", t)
+        parent = next((a for a in [t.parent, *t.parent.parents] if a.exists()), None)
+        if parent is not None and not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            raise InputError(f"cannot be written: {parent} is not a writable folder", t)
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        others = f" (and {len(existing) - 1} more: {', '.join(str(e) for e in existing[1:])})" if len(existing) > 1 else ""
+        raise OutputExistsError(f"exists{others}; pass --force to overwrite", existing[0])
+    return targets
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
@@ -42,17 +69,33 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced no file for {target}")
+        _fsync(tmp)  # the data is on disk before the name points at it (power loss, kill -9)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not support it; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: PathLike, data: bytes, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path, force) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
 def write_text(path: PathLike, text: str, force: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     return write_bytes(path, text.encode("utf-8"), force)

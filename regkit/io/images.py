@@ -20,6 +20,7 @@ header is checked before any voxel is read. Rules:
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import os
 import warnings
@@ -132,8 +133,8 @@ def _check_declared_size(shape: Tuple[int, ...], bytes_per_value: int, p: Path, 
     if on_disk is not None and n_bytes > on_disk:
         raise InputError(f"is truncated: its header declares {n_bytes} bytes of voxel data but it holds {max(on_disk, 0)}", p)
     compressed = p.name.lower().endswith((".gz", ".mgz"))
-    check_memory(estimate_image_read(shape, bytes_per_value, compressed), f"reading {p} (shape {tuple(int(s) for s in shape)})",
-                 hint="downsample or crop it first")
+    check_memory(estimate_image_read(shape, bytes_per_value, compressed), f"reading it (shape {tuple(int(s) for s in shape)})",
+                 hint="downsample or crop it first", path=p)
 
 
 def _read_nibabel(p: Path, is_label: bool, policy: str):
@@ -164,9 +165,11 @@ def _read_nibabel_quietly(p: Path, is_label: bool, policy: str):
     try:
         try:
             img = nib.load(str(p))
-        except nib.filebasedimages.ImageFileError as e:
+        except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as e:
             if "Cannot work out file type" in str(e):
                 raise InputError("is not an image regkit can read (no NIfTI, MGH, MHA or NRRD header found)", p) from e
+            if "not a gzip file" in str(e):
+                raise InputError("is named .gz but is not gzip-compressed (not an image, or a renamed file)", p) from e
             raise
         if not hasattr(img, "dataobj") or not hasattr(img, "shape"):
             raise InputError(f"is not a volume image ({type(img).__name__})", p)

@@ -42,6 +42,10 @@ class AffineTransform(Transform):
     def batched(self) -> bool:
         return self.matrix.dim() == 3
 
+    @property
+    def batch_size(self) -> Optional[int]:
+        return int(self.matrix.shape[0]) if self.batched else None
+
     def forward(self, points: Tensor) -> Tensor:
         m = self.matrix.to(points.dtype)
         t = self.translation.to(points.dtype)
@@ -49,6 +53,8 @@ class AffineTransform(Transform):
         if not self.batched:
             return (points - c) @ m.T + (c + t)
         n = m.shape[0]
+        if n > 1 and points.shape[0] != n:  # a reshape would silently mix batch items
+            raise ValueError(f"a batched affine (N={n}) needs points (N, ..., 3), got {tuple(points.shape)}")
         flat = points.reshape(n, -1, 3) - c
         out = flat @ m.transpose(1, 2) + (c + t)[:, None, :]
         return out.reshape(points.shape)

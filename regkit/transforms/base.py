@@ -1,7 +1,7 @@
 """The :class:`Transform` interface shared by every transform."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,13 +23,24 @@ class Transform(nn.Module):
     def inverse(self) -> "Transform":
         raise NotImplementedError(f"{type(self).__name__} has no closed-form inverse")
 
+    @property
+    def batch_size(self) -> Optional[int]:
+        """N for a batched transform (which takes points ``(N, ..., 3)``), else None."""
+        return None
+
+    def _grid(self, affine, shape: Sequence[int], device, dtype) -> Tensor:
+        x = space.world_grid(affine, shape, device=device, dtype=dtype)
+        n = self.batch_size
+        return x if n is None else x.expand(n, *x.shape)
+
     def grid_points(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
-        """Mapped world coordinates of every voxel of grid (affine, shape): ``(X, Y, Z, 3)``."""
-        return self(space.world_grid(affine, shape, device=device, dtype=dtype))
+        """Mapped world coordinates of every voxel of grid (affine, shape): ``(X, Y, Z, 3)``
+        (``(N, X, Y, Z, 3)`` for a batched transform)."""
+        return self(self._grid(affine, shape, device, dtype))
 
     def displacement_on(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
         """Dense displacement ``T(x) - x`` (mm, world RAS) on a grid, ``(3, X, Y, Z)``
         (``(N, 3, X, Y, Z)`` for a batched transform)."""
-        x = space.world_grid(affine, shape, device=device, dtype=dtype)
+        x = self._grid(affine, shape, device, dtype)
         y = self(x)
         return (y - x).movedim(-1, -4)

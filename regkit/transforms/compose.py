@@ -35,6 +35,11 @@ class Compose(Transform):
     def inverse(self) -> "Compose":
         return Compose(*[t.inverse() for t in reversed(list(self.transforms))])
 
+    @property
+    def batch_size(self):
+        sizes = [t.batch_size for t in self.transforms if t.batch_size is not None]
+        return max(sizes) if sizes else None
+
     def __len__(self) -> int:
         return len(self.transforms)
 

@@ -53,6 +53,12 @@ class DisplacementField(Transform):
     def shape(self) -> Sequence[int]:
         return tuple(self.displacement.shape[2:])
 
+    @property
+    def batch_size(self):
+        """N when the field holds N > 1 fields (then points must be ``(N, ..., 3)``), else None."""
+        n = int(self.displacement.shape[0])
+        return n if n > 1 else None
+
     def forward(self, points: Tensor) -> Tensor:
         return points + sample_field(self.displacement, self.affine, points)
 

@@ -60,6 +60,12 @@ class VelocityField(Transform):
     def shape(self) -> Sequence[int]:
         return tuple(self.velocity.shape[2:])
 
+    @property
+    def batch_size(self):
+        """N when the field holds N > 1 fields (then points must be ``(N, ..., 3)``), else None."""
+        n = int(self.velocity.shape[0])
+        return n if n > 1 else None
+
     def exp(self) -> DisplacementField:
         """The displacement field ``exp(v) - id`` on the velocity's grid."""
         return DisplacementField(scaling_and_squaring(self.velocity, self.affine, self.steps), self.affine)
