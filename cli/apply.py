@@ -14,7 +14,7 @@ Usage: regkit apply TRANSFORM... MOVING -r FIXED -o OUT, or regkit apply TRANSFO
 
 TRANSFORM files map FIXED points to MOVING points: regkit's *.regkit.safetensors, ITK/ANTs affines (.mat, .tfm, .txt) and ITK/ANTs displacement fields (*Warp.nii.gz, .nii, .mha; as written by ANTs, antspyx or SimpleITK). Several are given in antsApplyTransforms' order: the FIRST listed acts first on fixed-space points, so ANTs' output goes as `reg1Warp.nii.gz reg0GenericAffine.mat`. The chain is collapsed into one sampling of MOVING.
 
-Integer label maps (integer file type, at most 256 distinct values) are resampled with nearest neighbour and keep their dtype, unless --interp is given.
+Label maps are detected from the file: integer type and few distinct values (at most 64 for 8-bit files, whose MRIs also hold integers; at most 1000 otherwise). They are resampled with nearest neighbour and keep their dtype, unless --interp is given; the choice is printed.
 
 --inverse inverts the whole chain (exact for affines and velocity fields; displacement fields by fixed-point iteration, the residual is printed).
 
@@ -34,7 +34,8 @@ Examples:
 
 {EXIT_CODES_HELP}"""
 
-MAX_LABELS = 256
+MAX_LABELS_8BIT = 64  # an 8-bit MRI has up to 256 values: above this, an 8-bit file is an image
+MAX_LABELS = 1000  # 16/32-bit CT and MRI have thousands of values; parcellations fewer
 
 
 def add_to(app: typer.Typer) -> None:
@@ -96,21 +97,27 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
 
     check_writable(output, force)  # fail before any work
     chain = load_chain(transform_paths, inverse)
-    label_dtype = integer_label_dtype(moving_path) if interp in (None, "nearest") else None
-    if interp is None and label_dtype is not None:
-        typer.echo(f"{moving_path}: integer label map -> nearest neighbour (pass --interp linear to override)", err=True)
-    mode = interp or ("nearest" if label_dtype is not None else "linear")
-    moving = load_image(moving_path, is_label=mode == "nearest" and label_dtype is not None)
+    integer = integer_file(moving_path) if interp != "linear" else None
+    if interp is None and integer is not None:
+        dtype, n = integer
+        if n > (MAX_LABELS_8BIT if dtype.itemsize == 1 else MAX_LABELS):
+            typer.echo(f"{moving_path}: integer image with {n} distinct values -> linear, as intensities (pass --interp nearest for a label map)", err=True)
+            integer = None
+        else:
+            typer.echo(f"{moving_path}: integer label map ({n} values) -> nearest neighbour (pass --interp linear to override)", err=True)
+    is_label = integer is not None  # nearest on an integer file keeps its integer type
+    mode = interp or ("nearest" if is_label else "linear")
+    moving = load_image(moving_path, is_label=is_label)
     reference = load_image(reference_path)
     with torch.no_grad():
         warped = resample(moving, chain, reference, mode=mode)
-    save_image(warped, output, force=force, dtype=label_dtype if warped.is_label else None)
+    save_image(warped, output, force=force, dtype=integer[0] if is_label else None)
     typer.echo(f"wrote {output}")
 
 
-def integer_label_dtype(path: Path):
-    """The file's numpy dtype if it stores integers with at most ``MAX_LABELS`` distinct values
-    (a label map), else None. Scaled NIfTI integers (scl_slope) count as intensities."""
+def integer_file(path: Path):
+    """``(numpy dtype, number of distinct values)`` when ``path`` stores unscaled integers (a
+    label map candidate), else None. Scaled NIfTI integers (scl_slope/scl_inter) are intensities."""
     import numpy as np
 
     from regkit.io.images import check_input_file
@@ -139,7 +146,7 @@ def integer_label_dtype(path: Path):
         dtype = values.dtype
         if not np.issubdtype(dtype, np.integer):
             return None
-    return dtype if np.unique(values).size <= MAX_LABELS else None
+    return dtype, int(np.unique(values).size)
 
 
 def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out: Path, inverse: bool, lps: bool, force: bool) -> None:

@@ -251,3 +251,25 @@ def test_user_errors_exit_2_with_one_line(pair):
         lines = [line for line in r.output.splitlines() if line.startswith("regkit: error:")]
         assert len(lines) == 1 and needle in lines[0], r.output
     assert not (pair / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize("dtype, values, expect_labels", [(np.uint8, 200, False), (np.uint8, 40, True), (np.int16, 300, True), (np.int16, 1500, False)])
+def test_label_detection(tmp_path, dtype, values, expect_labels):
+    """8-bit MRIs hold up to 256 integer values, so 8-bit files need few values to count as
+    labels; --interp nearest on any integer file keeps its integer type."""
+    import nibabel as nib
+
+    data = (np.arange(np.prod(MOVING_SHAPE)) % values).reshape(MOVING_SHAPE)
+    save_image(Image(torch.from_numpy(data.astype(np.int32))[None], MOVING_AFFINE, is_label=True), tmp_path / "x.nii.gz", dtype=dtype)
+    save_image(Image(torch.zeros(1, *FIXED_SHAPE), FIXED_AFFINE), tmp_path / "fixed.nii.gz")
+    write_transform(AffineTransform.from_homogeneous(torch.eye(4, dtype=torch.float64)), tmp_path / "id.mat")
+    r = _run(tmp_path / "id.mat", tmp_path / "x.nii.gz", "-r", tmp_path / "fixed.nii.gz", "-o", tmp_path / "auto.nii.gz")
+    assert r.exit_code == 0, r.output
+    assert ("nearest neighbour" in r.output) == expect_labels and ("as intensities" in r.output) != expect_labels
+    auto = nib.load(str(tmp_path / "auto.nii.gz"))
+    assert (auto.get_data_dtype() == np.dtype(dtype)) == expect_labels
+    r = _run(tmp_path / "id.mat", tmp_path / "x.nii.gz", "-r", tmp_path / "fixed.nii.gz", "-o", tmp_path / "nn.nii.gz", "--interp", "nearest")
+    assert r.exit_code == 0, r.output
+    nn = nib.load(str(tmp_path / "nn.nii.gz"))
+    assert nn.get_data_dtype() == np.dtype(dtype)
+    assert set(np.unique(np.asarray(nn.dataobj))) <= set(range(values))
