@@ -62,24 +62,35 @@ def normalize_intensity(image: Image, config: IntensityConfig) -> Image:
     return image.with_data(scaled.clamp(0.0, 1.0), is_label=False)
 
 
+def grid_world_points(grid_affine: Tensor, shape: Sequence[int], offset_mm: Tensor, points_transform=None, device=None) -> Tensor:
+    """World mm ``(X, Y, Z, 3)`` that the network grid's voxels sample, the grid placed at
+    ``offset_mm`` (world position of the network origin, i.e. the fixed image's centre).
+
+    ``points_transform`` (optional, e.g. augmentation) acts on network points first.
+    """
+    points = space.world_grid(grid_affine, shape, device=device)
+    if points_transform is not None:
+        points = points_transform(points)
+    return points + torch.as_tensor(offset_mm, dtype=points.dtype, device=points.device)
+
+
 def onto_grid(image: Image, grid_affine: Tensor, shape: Sequence[int], offset_mm: Tensor,
-              points_transform=None, mode: Optional[str] = None, device=None) -> Tensor:
+              points_transform=None, mode: Optional[str] = None, device=None, points: Optional[Tensor] = None) -> Tensor:
     """Resample ``image`` (world space) onto the network grid placed at ``offset_mm``.
 
     Args:
         grid_affine: the canonical grid's voxel→network-world affine.
         offset_mm: world position of the network origin (the fixed image's centre), (3,).
         points_transform: optional callable on network points ``(X, Y, Z, 3)`` applied before
-            sampling (augmentation); network points map to world by adding ``offset_mm``.
+            sampling (augmentation).
         mode: ``"linear"`` or ``"nearest"`` (default: nearest for label images).
+        points: the result of :func:`grid_world_points`, to reuse it for several images.
     Returns:
         ``(C, X, Y, Z)`` float32 (labels keep their values, as float).
     """
     device = device or image.device
-    points = space.world_grid(grid_affine, shape, device=device)
-    if points_transform is not None:
-        points = points_transform(points)
-    points = points + torch.as_tensor(offset_mm, dtype=points.dtype, device=device)
+    if points is None:
+        points = grid_world_points(grid_affine, shape, offset_mm, points_transform, device)
     mode = mode or ("nearest" if image.is_label else "linear")
-    volume = image.data[None].to(device=device, dtype=torch.float32)
+    volume = image.data[None].to(device=points.device, dtype=torch.float32)
     return warp(volume, image.affine, points, mode=mode)[0]

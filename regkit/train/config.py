@@ -42,6 +42,7 @@ class LossConfig(Strict):
     regularization: str = "diffusion"
     reg_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(0.0, ge=0)
+    dice_stride: int = Field(2, ge=1, description="score Dice on every n-th grid voxel per axis (the one-hot warp is the costliest op on CPU)")
     affine_l2_weight: float = Field(0.0, ge=0)
 
 

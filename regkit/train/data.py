@@ -19,7 +19,7 @@ from regkit.errors import InputError
 from regkit.image import Image
 from regkit.io.images import load_image, load_label
 from regkit.nn.config import ModelConfig
-from regkit.nn.grid import canonical_grid_affine, normalize_intensity, onto_grid
+from regkit.nn.grid import canonical_grid_affine, grid_world_points, normalize_intensity, onto_grid
 
 KEYS = ("moving", "fixed", "moving_labels", "fixed_labels")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mha", ".nrrd")
@@ -158,13 +158,14 @@ class PairDataset:
             spatial = None
             if self.augment is not None and self.augment.enabled:
                 spatial = random_spatial(self.augment, self.grid_affine, shape, generator)
-            out[role] = onto_grid(image, self.grid_affine, shape, centre, points_transform=spatial)
+            points = grid_world_points(self.grid_affine, shape, centre, spatial)
+            out[role] = onto_grid(image, self.grid_affine, shape, centre, points=points)
             if self.augment is not None and self.augment.enabled:
                 out[role] = random_intensity(out[role], self.augment, generator)
             labels_path = getattr(pair, f"{role}_labels")
             if self.has_labels and labels_path is not None:
                 labels = self._load(labels_path, True)
-                out[f"{role}_labels"] = onto_grid(labels, self.grid_affine, shape, centre, points_transform=spatial, mode="nearest").round().long()
+                out[f"{role}_labels"] = onto_grid(labels, self.grid_affine, shape, centre, mode="nearest", points=points).round().long()
         return out
 
 

@@ -56,10 +56,12 @@ class CascadeLoss:
 
     def soft_dice(self, points: Tensor, batch: Dict[str, Tensor], grid_affine: Tensor) -> Tensor:
         """1 − mean foreground Dice of the moving labels' one-hot maps warped linearly through
-        ``points`` against the fixed labels (both on the network grid)."""
+        ``points`` against the fixed labels (both on the network grid), on every
+        ``dice_stride``-th voxel per axis (exact sampling at those voxels, 8× cheaper at 2)."""
+        s = self.config.dice_stride
         moving = one_hot(batch["moving_labels"], self.num_labels)
-        fixed = one_hot(batch["fixed_labels"], self.num_labels)
-        warped = warp(moving, grid_affine, points, mode="linear")
+        fixed = one_hot(batch["fixed_labels"][:, :, ::s, ::s, ::s], self.num_labels)
+        warped = warp(moving, grid_affine, points[:, ::s, ::s, ::s], mode="linear")
         return self.dice(warped, fixed)
 
 
