@@ -118,3 +118,18 @@ def test_velocity_written_as_field_on_its_own_grid(tmp_path):
     assert isinstance(r, DisplacementField) and r.shape == v.shape
     x = space.world_grid(_grid_affine(), (4, 5, 6), dtype=torch.float64)
     assert torch.allclose(r(x), v(x), atol=1e-4)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    chain = json.dumps([{"type": "affine"}])
+    tensors = {"0.matrix": torch.eye(3), "0.translation": torch.zeros(3), "0.center": torch.zeros(3)}
+    save_file(tensors, str(tmp_path / "v2.regkit.safetensors"), metadata={"format": "regkit-transform", "version": "2", "chain": chain})
+    with pytest.raises(InputError, match="newer regkit"):
+        read_transform(tmp_path / "v2.regkit.safetensors")
+    save_file(tensors, str(tmp_path / "v1.regkit.safetensors"), metadata={"format": "regkit-transform", "version": "1", "chain": chain})
+    assert torch.equal(read_transform(tmp_path / "v1.regkit.safetensors").matrix, torch.eye(3))
+    save_file(tensors, str(tmp_path / "other.safetensors"), metadata={"format": "something-else"})
+    with pytest.raises(InputError, match="not a regkit transform"):
+        read_transform(tmp_path / "other.safetensors")
