@@ -87,12 +87,18 @@ def _box_sum_valid(x: Tensor, window: Tuple[int, int, int]) -> Tensor:
     return x
 
 
+def _box_sum_adjoint(grad: Tensor, window: Tuple[int, int, int]) -> Tensor:
+    """Adjoint of :func:`_box_sum_valid`: the "full" box sum (zero-pad by k − 1 each side, then
+    the valid sum), i.e. each voxel gets the sum of ``grad`` over the windows that contain it."""
+    kx, ky, kz = window
+    return _box_sum_valid(F.pad(grad, (kz - 1, kz - 1, ky - 1, ky - 1, kx - 1, kx - 1)), window)
+
+
 class _BoxSum(torch.autograd.Function):
     """Separable box sum over the last 3 axes, "valid" part only.
 
-    The box sum is linear; its adjoint is the "full" box sum (zero-pad by k − 1 each side, then
-    the valid sum), which is what the backward pass applies — cheaper than letting autograd
-    scatter the gradient of every shifted view back into a full-size zero tensor.
+    The box sum is linear; the backward pass applies its adjoint directly, which is cheaper than
+    letting autograd scatter the gradient of every shifted view into a full-size zero tensor.
     """
 
     @staticmethod
@@ -102,9 +108,7 @@ class _BoxSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        kx, ky, kz = ctx.window
-        padded = F.pad(grad, (kz - 1, kz - 1, ky - 1, ky - 1, kx - 1, kx - 1))
-        return _box_sum_valid(padded, ctx.window), None
+        return _box_sum_adjoint(grad, ctx.window), None
 
 
 def box_sum(x: Tensor, window: Window) -> Tensor:
@@ -137,27 +141,75 @@ def _standardize(x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- LNCC
+class _LocalNCCSquared(torch.autograd.Function):
+    """Local NCC² map with a hand-written backward pass (see :func:`local_ncc_squared`).
+
+    Forward: the five local means of ``[f, w, f², w², f·w]`` in one box sum. Backward: the chain
+    rule through the means gives, per window, the derivatives with respect to ``mean(w)``,
+    ``mean(w²)`` and ``mean(f·w)``; one adjoint box sum of those 3 maps (5 with a gradient for
+    ``fixed`` too) spreads them back to the voxels. Autograd would instead push gradients through
+    all 5 moments and ~20 intermediate maps; this halves the time of forward + backward.
+    """
+
+    @staticmethod
+    def forward(ctx, f: Tensor, w: Tensor, window: Tuple[int, int, int], eps: float) -> Tensor:  # type: ignore[override]
+        c = f.shape[1]
+        moments = f.new_empty(f.shape[0], 5 * c, *f.shape[2:])
+        m_f, m_w, m_ff, m_ww, m_fw = moments.split(c, dim=1)
+        m_f.copy_(f)
+        m_w.copy_(w)
+        torch.mul(f, f, out=m_ff)
+        torch.mul(w, w, out=m_ww)
+        torch.mul(f, w, out=m_fw)
+        means = _box_sum_valid(moments, window).mul_(1.0 / (window[0] * window[1] * window[2]))
+        mean_f, mean_w, mean_ff, mean_ww, mean_fw = means.split(c, dim=1)
+        cov = mean_fw - mean_f * mean_w
+        var_f = (mean_ff - mean_f * mean_f).clamp_min_(0.0)
+        var_w = (mean_ww - mean_w * mean_w).clamp_min_(0.0)
+        denom = (var_f * var_w).add_(eps)
+        cc = cov * cov / denom
+        ctx.window = window
+        ctx.save_for_backward(f, w, mean_f, mean_w, var_f, var_w, cov, denom, cc)
+        return cc
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        f, w, mean_f, mean_w, var_f, var_w, cov, denom, cc = ctx.saved_tensors
+        need_f, need_w = ctx.needs_input_grad[:2]
+        r = grad / denom
+        d_fw = 2.0 * r * cov  # ∂L/∂mean(f·w)
+        maps = [d_fw]
+        if need_w:
+            d_ww = -r * cc * var_f  # ∂L/∂mean(w²)
+            maps += [d_ww, -(mean_f * d_fw + 2.0 * mean_w * d_ww)]  # ..., ∂L/∂mean(w)
+        if need_f:
+            d_ff = -r * cc * var_w
+            maps += [d_ff, -(mean_w * d_fw + 2.0 * mean_f * d_ff)]
+        window = ctx.window
+        spread = _box_sum_adjoint(torch.cat(maps, dim=1), window).mul_(1.0 / (window[0] * window[1] * window[2]))
+        parts = spread.split(f.shape[1], dim=1)
+        grad_f = grad_w = None
+        if need_w:
+            grad_w = parts[2] + f * parts[0] + 2.0 * w * parts[1]
+        if need_f:
+            k = 3 if need_w else 1
+            grad_f = parts[k + 1] + w * parts[0] + 2.0 * f * parts[k]
+        return grad_f, grad_w, None, None
+
+
 def local_ncc_squared(fixed: Tensor, warped: Tensor, window: Window = 5, eps: float = 1e-5) -> Tensor:
     """Squared local normalised cross-correlation at every window position.
 
     ``cc = cov(f, w)² / (var(f) var(w) + eps)`` over each ``window`` box (voxels), after each
     image is standardised globally (so ``eps`` is in units of the global variance²). Only boxes
     that lie fully inside the image are used ("valid"), so no padding biases the border.
+    Differentiable in both images (hand-written backward, see :class:`_LocalNCCSquared`).
 
     Returns ``(N, C, X − kx + 1, Y − ky + 1, Z − kz + 1)`` values in [0, 1] (up to ``eps``).
     """
     _check_pair(fixed, warped)
     win = _window_3d(window, fixed.shape)
-    f, w = _standardize(fixed), _standardize(warped)
-    c = f.shape[1]
-    # the five local moments in one box-sum call: [f, w, f², w², f·w] stacked as channels
-    sums = box_sum(torch.cat([f, w, f * f, w * w, f * w], dim=1), win)
-    means = sums * (1.0 / (win[0] * win[1] * win[2]))
-    mf, mw, mff, mww, mfw = means.split(c, dim=1)
-    cov = mfw - mf * mw
-    var_f = (mff - mf * mf).clamp_min(0.0)
-    var_w = (mww - mw * mw).clamp_min(0.0)
-    return cov * cov / (var_f * var_w + eps)
+    return _LocalNCCSquared.apply(_standardize(fixed), _standardize(warped), win, float(eps))
 
 
 def lncc(fixed: Tensor, warped: Tensor, window: Window = 5, mask: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
