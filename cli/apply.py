@@ -18,7 +18,7 @@ Label maps are detected from the file: integer type and few distinct values (at 
 
 --inverse inverts the whole chain (exact for affines and velocity fields; displacement fields by fixed-point iteration, the residual is printed).
 
-With --points CSV (columns x,y,z in world mm, other columns kept; RAS unless --lps, as ANTs/ITK CSVs use) the points are mapped from fixed to moving space (with --inverse: moving to fixed) and written to --points-out; then no MOVING/--reference is needed.
+With --points CSV (columns x,y,z in world mm, other columns kept; RAS unless --lps, as ANTs/ITK CSVs use) the points are mapped from fixed to moving space (with --inverse: moving to fixed) and written to --points-out; then no MOVING/--reference is needed. With --lps this equals antsApplyTransformsToPoints given the same transform list.
 
 Examples:
 

@@ -300,3 +300,13 @@ def test_files_written_by_ants_registration_give_ants_result(tmp_path):
     from regkit.io.transform_files import read_transform
 
     assert read_transform(warp).displacement.abs().max() > 0.05  # ANTs really produced a warp
+    # points (LPS CSV, as ANTs): the same list maps fixed -> moving as antsApplyTransformsToPoints
+    import pandas as pd
+
+    pts = pd.DataFrame({"x": [10.0, 20.0, 30.0], "y": [15.0, 22.0, 8.0], "z": [20.0, 25.0, 12.0]})
+    pts.to_csv(tmp_path / "pts.csv", index=False)
+    expected = ants.apply_transforms_to_points(3, pts, [warp, affine])[["x", "y", "z"]].to_numpy()
+    r = _run(warp, affine, "--points", tmp_path / "pts.csv", "--points-out", tmp_path / "mapped.csv", "--lps")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(_read_points(tmp_path / "mapped.csv"), expected, atol=1e-4)
+    assert np.abs(expected - pts.to_numpy()).max() > 0.5
