@@ -43,7 +43,7 @@ def add_to(app: typer.Typer) -> None:
         from regkit.errors import InputError
         from regkit.io.images import load_image, load_label
         from regkit.io.transform_files import read_transform
-        from regkit.report import write_qc
+        from regkit.report import summary_line, write_qc
 
         if moving_labels is not None and labels is None:
             raise InputError("--moving-labels needs --labels (the fixed label map) for Dice")
@@ -56,10 +56,6 @@ def add_to(app: typer.Typer) -> None:
             label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
         result = write_qc(fixed_image, moving_image, read_transform(transform), out_dir, labels=label_arg, force=force,
                           title=f"regkit QC: {moving.name} -> {fixed.name}")
-        j = result["jacobian"]
-        typer.echo(f"NCC {result['ncc_before']:.3f} -> {result['ncc_after']:.3f}; folding {j['folding_percent']:.4f}%, "
-                   f"std log|J| {j['std_log_jacobian']:.4f}")
-        if "mean_dice_after" in result:
-            typer.echo(f"mean Dice {result['mean_dice_before']:.3f} -> {result['mean_dice_after']:.3f}")
+        typer.echo(summary_line(result))
         for f in result["files"]:
             typer.echo(f"wrote {f}")

@@ -116,7 +116,7 @@ def _edge_levels(a: np.ndarray) -> List[float]:
 
 
 def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, det: Tensor,
-                fixed_labels: Optional[Image] = None, title: str = "regkit QC"):
+                fixed_labels: Optional[Image] = None, title: str = "regkit QC", subtitle: str = ""):
     """The QC figure (a matplotlib ``Figure``) from volumes already on the fixed grid.
 
     Args:
@@ -147,7 +147,8 @@ def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, de
     columns = ["fixed", "moving before", "warped after", "fixed edges on warped", "deformation grid (affine removed)", "log|J| (folds black)"]
     fig = Figure(figsize=(2.6 * len(columns), 2.7 * len(PLANES) + 0.5), dpi=100)
     axes = fig.subplots(len(PLANES), len(columns), squeeze=False)
-    fig.suptitle(f"{title} — RAS, neurological view (patient right on the right)", fontsize=11)
+    heading = f"{title} — RAS, neurological view (patient right on the right)"
+    fig.suptitle(heading + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
     fold_cmap = ListedColormap(["black"])
     jac_image = None
     for r, plane in enumerate(PLANES):
@@ -219,7 +220,7 @@ def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels
         "ncc_after": ncc(fixed.data[0], warped, inside),
         "moving_overlap_percent": 100.0 * float(inside.float().mean()),
         "jacobian": stats.as_dict(),
-        "jacobian_region": "fixed labels > 0" if mask is not None else "whole fixed grid",
+        "jacobian_region": "labels > 0" if mask is not None else "whole fixed grid",
         "displacement_mm": {"mean": float(magnitude.mean()), "max": float(magnitude.max())},
         "nonaffine_displacement_mm": {"mean": float(residual.norm(dim=-1).mean()), "max": float(residual.norm(dim=-1).max())},
     }
@@ -233,6 +234,18 @@ def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels
     before, warped = fixed.with_data(before[None], is_label=False), fixed.with_data(warped[None], is_label=False)
     volumes = {"before": before, "warped": warped, "residual": residual, "det": det}
     return numbers, volumes
+
+
+def summary_line(numbers: Dict) -> str:
+    """One line of the key numbers (for the figure and the terminal)."""
+    j = numbers["jacobian"]
+    parts = [f"NCC {numbers['ncc_before']:.3f} → {numbers['ncc_after']:.3f}"]
+    if "mean_dice_after" in numbers:
+        parts.append(f"mean Dice {numbers['mean_dice_before']:.3f} → {numbers['mean_dice_after']:.3f}")
+    parts.append(f"folding {j['folding_percent']:.3f} %")
+    parts.append(f"std log|J| {j['std_log_jacobian']:.3f}")
+    parts.append(f"non-affine displacement mean {numbers['nonaffine_displacement_mm']['mean']:.2f} mm")
+    return " · ".join(parts)
 
 
 def _html_page(numbers: Dict, png: bytes, title: str) -> str:
@@ -272,9 +285,10 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
     Args:
         fixed, moving: the images (any grids; the report lives on the fixed grid).
         transform: fixed → moving world points (RAS mm), affine included.
-        labels: optional fixed-grid label map (drawn as contours; restricts the Jacobian
-            numbers to labels > 0), or a pair ``(fixed_labels, moving_labels)`` to add Dice
-            before/after per label.
+        labels: optional label map on the fixed grid — the fixed labels, or moving labels
+            already warped onto it — (drawn as contours; restricts the Jacobian numbers to
+            labels > 0), or a pair ``(fixed_labels, moving_labels)`` (moving labels on their own
+            grid) to add Dice before/after per label.
         force: overwrite existing report files.
     Returns:
         The numbers (as in ``qc.json``) plus ``"files"``: the paths written.
@@ -287,7 +301,7 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
     moving = moving.float() if moving.is_label else moving
     numbers, volumes = qc_numbers(fixed, moving, transform, labels)
     fig = make_figure(fixed, volumes["before"], volumes["warped"], volumes["residual"], volumes["det"],
-                      _split_labels(labels)[0], title=title)
+                      _split_labels(labels)[0], title=title, subtitle=summary_line(numbers))
     import io
 
     buffer = io.BytesIO()
