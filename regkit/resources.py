@@ -33,6 +33,9 @@ PathLike = Union[str, Path]
 #: from their extra channels (MIND-SSC: 12 descriptor channels per image; MI: a Parzen weight per
 #: bin and voxel for each image).
 WORKING_BYTES_PER_VOXEL = {"lncc": 224, "mse": 224, "mind": 448}
+#: fixed cost of a step on top of the per-voxel one (allocator arenas, thread-pool buffers): a
+#: 72³–128³ fit of the measurements gives ~30 MiB + ~166 B/voxel.
+WORKING_OVERHEAD_BYTES = 64 * 2**20
 MI_BYTES_PER_VOXEL_PER_BIN = 16
 #: peak bytes per voxel of the reference grid when resampling through a transform (no grad;
 #: world grid in float64, transformed points, sampling grid, output). Measured ≈72 B/voxel.
@@ -149,6 +152,11 @@ def working_bytes_per_voxel(metric: str, mi_bins: int = 32) -> int:
     return WORKING_BYTES_PER_VOXEL[metric]
 
 
+def working_step_bytes(voxels_in_level: int, metric: str = "lncc", mi_bins: int = 32) -> int:
+    """Peak bytes of one optimiser step (forward + backward) on a working grid of that many voxels."""
+    return WORKING_OVERHEAD_BYTES + int(voxels_in_level) * working_bytes_per_voxel(metric, mi_bins)
+
+
 def estimate_registration(fixed_shape: Sequence[int], moving_shape: Sequence[int],
                           level_shapes: Iterable[Sequence[int]] = (), control_shapes: Iterable[Sequence[int]] = (),
                           metric: str = "lncc", mi_bins: int = 32, output_shape: Optional[Sequence[int]] = None,
@@ -177,7 +185,7 @@ def estimate_registration(fixed_shape: Sequence[int], moving_shape: Sequence[int
     # inputs as float32 plus one pyramid copy per level of at most their size (≤ 1/7 in total
     # for halving levels; bounded here by the working grids themselves)
     images = 4 * (voxels(fixed_shape) + voxels(moving_shape)) + 4 * 2 * sum(levels)
-    step = max(levels) * working_bytes_per_voxel(metric, mi_bins)
+    step = working_step_bytes(max(levels), metric, mi_bins)
     final = out * RESAMPLE_BYTES_PER_VOXEL
     parts = {"images": images, "control grid": max(controls) * CONTROL_BYTES_PER_VOXEL}
     if step >= final:
