@@ -43,10 +43,15 @@ def add_to(app: typer.Typer) -> None:
         from regkit import inverse
         from regkit.io.atomic import check_writable
         from regkit.io.images import load_image
-        from regkit.io.transform_files import read_transform, write_transform
+        from regkit.errors import InputError
+        from regkit.io.transform_files import read_transform, transform_kind, write_transform
+        from regkit.transforms import DisplacementField
 
         check_writable(output, force)
         forward = read_transform(transform)
+        if transform_kind(output) == "itk_field" and reference is None and not isinstance(forward, DisplacementField):
+            raise InputError("writing this inverse as one dense field needs --reference MOVING "
+                             "(the inverse maps moving points to fixed points); or write .regkit.safetensors", output)
         result = inverse.invert(forward, iterations=iterations, tolerance_mm=tolerance)
         if result.fixed_point_residual_mm is not None:
             typer.echo(f"fixed-point residual (max over voxels): {result.fixed_point_residual_mm:.4g} mm")

@@ -248,30 +248,38 @@ def summary_line(numbers: Dict) -> str:
     return " · ".join(parts)
 
 
-def _html_page(numbers: Dict, png: bytes, title: str) -> str:
-    def rows(d: Dict, prefix: str = "") -> List[str]:
-        out = []
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.extend(rows(v, f"{prefix}{k}."))
-            else:
-                text = f"{v:.4g}" if isinstance(v, float) else str(v)
-                out.append(f"<tr><td>{html.escape(prefix + str(k))}</td><td>{html.escape(text)}</td></tr>")
-        return out
+def _html_rows(d: Dict, prefix: str = "") -> List[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.extend(_html_rows(v, f"{prefix}{k}."))
+        else:
+            text = f"{v:.4g}" if isinstance(v, float) else str(v)
+            out.append(f"<tr><td>{html.escape(prefix + str(k))}</td><td>{html.escape(text)}</td></tr>")
+    return out
 
+
+def _html_page(numbers: Dict, png: bytes, title: str) -> str:
+    flat = {k: v for k, v in numbers.items() if k not in ("dice_before", "dice_after")}
+    dice = ""
+    if "dice_after" in numbers:
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{numbers['dice_before'][k]:.4f}</td><td>{v:.4f}</td></tr>"
+                       for k, v in numbers["dice_after"].items())
+        dice = "<h2>Dice per label</h2><table><tr><th>label</th><th>before</th><th>after</th></tr>" + rows + "</table>"
     image = base64.b64encode(png).decode("ascii")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}</style></head><body>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}"
+        "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(summary_line(numbers))}</p>"
         f"<img alt='QC views' src='data:image/png;base64,{image}'>"
         "<p>Rows: axial, coronal, sagittal slices through the fixed grid's centre (RAS, neurological "
         "view). Columns: fixed; moving before registration (physical space); moving after; fixed edges "
         "(red) on the warped image; the deformation without its best-fitting affine; log|J| (red "
         "expansion, blue shrinkage, black folding: det J &le; 0).</p>"
-        "<h2>Numbers</h2><table>" + "".join(rows(numbers)) + "</table>"
+        "<h2>Numbers</h2><table>" + "".join(_html_rows(flat)) + "</table>" + dice +
         "<p>NCC: Pearson correlation on the fixed grid where the moving image has data. Jacobian: "
         "of the whole transform, in physical space (mm). Dice per label value.</p>"
         "</body></html>\n"

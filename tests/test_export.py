@@ -166,3 +166,20 @@ def test_export_and_invert_commands(pair, sample_paths, tmp_path):
     x = pair["fixed"].world_grid(dtype=torch.float64)[::10, ::10, ::10]
     a, a_inv = read_transform(tmp_path / "ants" / "reg_0GenericAffine.mat"), read_transform(tmp_path / "inverse.mat")
     assert torch.allclose(a_inv(a(x)), x, atol=1e-6)
+
+
+def test_invert_command_dense_output_needs_the_moving_grid(pair, sample_paths, tmp_path):
+    transform_path = tmp_path / "t.regkit.safetensors"
+    write_transform(pair["transform"], transform_path)
+    r = _cli("invert", transform_path, "-o", tmp_path / "inverse.nii.gz")
+    assert r.exit_code == 2 and "--reference" in r.output and not (tmp_path / "inverse.nii.gz").exists()
+    r = _cli("invert", transform_path, "-o", tmp_path / "inverse.nii.gz", "--reference", sample_paths["moving"])
+    assert r.exit_code == 0, r.output
+    backward = read_transform(tmp_path / "inverse.nii.gz")  # moving -> fixed, on the moving grid
+    moving = pair["moving"]
+    assert backward.shape == moving.shape and torch.allclose(backward.affine, moving.affine, atol=1e-4)
+    # maps the forward image of fixed brain points back to where they came from
+    x = pair["fixed"].world_grid(dtype=torch.float32)[_brain(pair)][::50]
+    with torch.no_grad():
+        err = (backward(pair["transform"](x)) - x).norm(dim=-1)
+    assert float(err.median()) < 0.1
