@@ -355,43 +355,63 @@ def _neighbour_pairs() -> Tuple[Tuple[Tuple[int, int, int], Tuple[int, int, int]
     return tuple((p, q) for i, p in enumerate(six) for q in six[i + 1:] if any(a + b for a, b in zip(p, q)))
 
 
+def _pair_directions() -> Tuple[Tuple[Tuple[int, int, int], ...], Tuple[Tuple[int, Tuple[int, int, int]], ...]]:
+    """The 6 directions ``e_a ± e_b`` (first non-zero component +1) and, per neighbour pair
+    (p, q), the direction ``v`` and start offset ``s`` with ``{p, q} = {s, s + v}``.
+
+    ``(I(x + p) − I(x + q))²`` equals ``S_v(x + s) = (I(x + s) − I(x + s + v))²``: the 12 pairs
+    need only 6 squared-difference images, each read at 2 shifts.
+    """
+    directions = ((1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1))
+    uses = []
+    for p, q in _neighbour_pairs():
+        v = tuple(b - a for a, b in zip(p, q))
+        uses.append((directions.index(v), p) if v in directions else (directions.index(tuple(-c for c in v)), q))
+    return directions, tuple(uses)
+
+
 def mind_ssc(image: Tensor, radius: int = 2, dilation: int = 2) -> Tensor:
     """MIND-SSC descriptor (Heinrich et al. 2013): 12 self-similarity-context channels per voxel.
 
     For each pair (p, q) of the 6 neighbours at ``dilation`` voxels (12 pairs at distance
     √2·dilation), ``D = box mean over a (2·radius + 1)³ patch of (I(x + p) − I(x + q))²``; then
-    ``MIND = exp(−(D − min_pairs D) / V)`` with ``V = mean_pairs D`` (the local variance
-    estimate, clipped to [0.001, 1000] × its image mean). Borders are replicated. The
-    descriptor does not change under ``I → a·I + b`` (any sign of a), which makes it suited to
-    multi-modal registration.
+    ``MIND = exp(−(D − min_pairs D) / V)`` with ``V = mean_pairs (D − min_pairs D)`` (the local
+    variance estimate, clipped to [0.001, 1000] × its image mean). The image is extended by
+    replicating its border. The descriptor does not change under ``I → a·I + b`` (any sign of
+    a), which makes it suited to multi-modal registration. The 12 pairs share 6
+    squared-difference images (see :func:`_pair_directions`), so only 6 are box-filtered.
 
     Args:
         image: ``(N, C, X, Y, Z)``; channels are described separately.
     Returns:
-        ``(N, 12·C, X, Y, Z)`` in (0, 1], channel ``12·c + pair``.
+        ``(N, 12·C, X, Y, Z)`` in (0, 1], channel ``12·c + pair`` (pairs as :func:`_neighbour_pairs`).
     """
     if image.dim() != 5:
         raise ValueError(f"image must be (N, C, X, Y, Z), got {tuple(image.shape)}")
     n, c, sx, sy, sz = image.shape
-    x = image.reshape(n * c, 1, sx, sy, sz)
-    d = dilation
-    padded = F.pad(x, (d,) * 6, mode="replicate")
+    d, k = dilation, 2 * radius + 1
+    margin = 2 * d + radius  # enough for every pair's shifted patch
+    padded = F.pad(image.reshape(n * c, 1, sx, sy, sz), (margin,) * 6, mode="replicate")[:, 0]
+    inner = [size + 2 * (d + radius) for size in (sx, sy, sz)]  # the S_v domain: padded minus d each side
 
-    def shifted(offset: Tuple[int, int, int]) -> Tensor:
-        ox, oy, oz = (d + d * o for o in offset)
-        return padded[:, 0, ox:ox + sx, oy:oy + sy, oz:oz + sz]
+    def window(offset: Sequence[int], start: int, sizes: Sequence[int]) -> Tensor:
+        return padded[:, start + offset[0]:start + offset[0] + sizes[0],
+                      start + offset[1]:start + offset[1] + sizes[1],
+                      start + offset[2]:start + offset[2] + sizes[2]]
 
-    pairs = _neighbour_pairs()
-    first = torch.stack([shifted(p) for p, _ in pairs], dim=1)  # 12 views of the image
-    second = torch.stack([shifted(q) for _, q in pairs], dim=1)
-    k = 2 * radius + 1
-    squared = F.pad((first - second).square(), (radius,) * 6, mode="replicate")
-    distance = box_sum(squared, k) * (1.0 / k**3)
+    directions, uses = _pair_directions()
+    centre = window((0, 0, 0), d, inner)
+    squared = torch.stack([(centre - window([d * a for a in v], d, inner)).square() for v in directions], dim=1)
+    boxed = box_sum(squared, k) * (1.0 / k**3)  # (N·C, 6, X + 2d, Y + 2d, Z + 2d)
+    distance = torch.stack([
+        boxed[:, v, d + d * s[0]:d + d * s[0] + sx, d + d * s[1]:d + d * s[1] + sy, d + d * s[2]:d + d * s[2] + sz]
+        for v, s in uses
+    ], dim=1)
     distance = distance - distance.amin(dim=1, keepdim=True)
     variance = distance.mean(dim=1, keepdim=True)
     scale = variance.mean().detach()
     variance = torch.maximum(torch.minimum(variance, 1000.0 * scale), (0.001 * scale).clamp_min(1e-12))
-    return torch.exp(-distance / variance).reshape(n, c * len(pairs), sx, sy, sz)
+    return torch.exp(-distance / variance).reshape(n, c * len(uses), sx, sy, sz)
 
 
 def mind(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None, radius: int = 2, dilation: int = 2) -> Tensor:
