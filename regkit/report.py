@@ -195,20 +195,31 @@ def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, de
 
 
 # ----------------------------------------------------------------------------- report
+def _device_of(transform: Transform) -> torch.device:
+    """Where the transform's tensors live (the QC samples there, then works on the CPU)."""
+    for t in list(transform.parameters()) + list(transform.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels = None) -> Tuple[Dict, Dict[str, object]]:
     """The report's numbers and the volumes its figure needs (all on the fixed grid)."""
     fixed_labels, moving_labels = _split_labels(labels)
+    device = _device_of(transform)
     with torch.no_grad():
-        x = fixed.world_grid(dtype=torch.float32)
+        x = fixed.world_grid(device=device, dtype=torch.float32)
         y = transform(x)  # evaluated once; every image below is sampled at these points
 
         def at(image: Image, points: Tensor) -> Tensor:
             mode = "nearest" if image.is_label else "linear"
-            return warp(image.data[None].float(), image.affine, points, mode=mode)[0, 0]
+            return warp(image.data[None].float().to(points.device), image.affine, points, mode=mode)[0, 0].cpu()
 
         ones = moving.with_data(torch.ones_like(moving.data[:1]), is_label=False)
         before, warped = at(moving, x), at(moving, y)
         inside_before, inside = at(ones, x) > 0.5, at(ones, y) > 0.5  # where the moving image has data
+        if moving_labels is not None:
+            labels_before, labels_after = at(moving_labels, x).round().int(), at(moving_labels, y).round().int()
+        x, y = x.cpu(), y.cpu()
     u = (y - x).movedim(-1, 0)
     det = metrics.jacobian_determinant(u, fixed.affine)
     mask = None if fixed_labels is None else (fixed_labels.data[0] > 0)
@@ -225,8 +236,8 @@ def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels
         "nonaffine_displacement_mm": {"mean": float(residual.norm(dim=-1).mean()), "max": float(residual.norm(dim=-1).max())},
     }
     if fixed_labels is not None and moving_labels is not None:
-        dice_before = metrics.dice(fixed_labels, fixed_labels.with_data(at(moving_labels, x)[None].round().int()))
-        dice_after = metrics.dice(fixed_labels, fixed_labels.with_data(at(moving_labels, y)[None].round().int()))
+        dice_before = metrics.dice(fixed_labels, fixed_labels.with_data(labels_before[None]))
+        dice_after = metrics.dice(fixed_labels, fixed_labels.with_data(labels_after[None]))
         numbers["dice_before"] = {str(k): v for k, v in dice_before.items()}
         numbers["dice_after"] = {str(k): v for k, v in dice_after.items()}
         numbers["mean_dice_before"] = metrics.summarize(dice_before)
