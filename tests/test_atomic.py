@@ -118,12 +118,36 @@ def _wait_for_stderr(proc: subprocess.Popen, needle: str, timeout: float) -> str
     return seen
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_register_leaves_no_partial_output(tmp_path, sample_paths, sig):
-    """Ctrl-C, or SIGTERM (a scheduler's kill), once the optimiser runs: exit 130 with one line,
-    and the output folder holds no file (no partial or temporary output). Sent as soon as the
-    first progress bar appears, so the test costs little more than the start-up."""
-    stage = "affine"
+def test_sigterm_unwinds_like_ctrl_c_and_removes_the_temporary(tmp_path):
+    """Under ``handle_errors`` SIGTERM (kill, a scheduler's time limit) raises KeyboardInterrupt
+    in the command, so ``atomic_path`` removes its temporary and the exit code is 130."""
+    import typer
+
+    from regkit.cli.common import handle_errors
+
+    target = tmp_path / "out.nii.gz"
+
+    @handle_errors
+    def command() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives first
+            tmp.write_bytes(b"whole")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 130
+    assert _listing(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is previous  # handler restored after the command
+
+
+def test_interrupted_register_leaves_no_partial_output(tmp_path, sample_paths):
+    """Ctrl-C once the optimiser runs: exit 130 with one line, and the output folder holds no
+    file (no partial or temporary output). Sent as soon as the first progress bar appears, so the
+    test costs little more than the start-up."""
+    sig, stage = signal.SIGINT, "affine"
     from typer.testing import CliRunner
 
     from regkit.cli.main import app
@@ -147,3 +171,41 @@ def test_interrupted_register_leaves_no_partial_output(tmp_path, sample_paths, s
     assert "Traceback" not in stderr and "regkit: interrupted; no partial output was kept" in stderr
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) if out.exists() else []
     assert left == [], left
+
+
+def test_training_killed_with_sigkill_resumes_to_the_same_step_count(tmp_path, sample_paths):
+    """``kill -9`` gives no chance to save: the last periodic checkpoint must be whole (written
+    atomically) and ``--resume`` must carry the run on to the requested step count."""
+    import yaml
+    from cascade_helpers import tiny_config
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.nn.checkpoint import read_checkpoint
+
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(tmp_path, sample_paths, optim={"steps": 10_000}, checkpoint_every=1)))
+    run = tmp_path / "run"
+    last = run / "last.safetensors"
+    proc = _regkit_process("train", "--config", str(recipe), "--out", str(run), "--device", "cpu", "--no-progress")
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert last.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint within 120 s"
+        time.sleep(0.2)  # let it go on training (and maybe be mid-way through the next checkpoint)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    stopped_at = read_checkpoint(last).step  # a whole checkpoint, whatever the moment of the kill
+    assert stopped_at >= 1
+    target = stopped_at + 1
+    result = CliRunner().invoke(app, ["train", "--config", str(recipe), "--out", str(run), "--device", "cpu",
+                                      "--resume", str(last), "--steps", str(target), "--no-progress"])
+    assert result.exit_code == 0, result.stderr
+    assert read_checkpoint(last).step == target
+    assert f"step {target}:" in result.stdout
