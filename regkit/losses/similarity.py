@@ -19,7 +19,7 @@ Why not MONAI's losses (measured by ``benchmarks/bench_losses.py``, 2 threads, 1
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -254,28 +254,64 @@ def _unit_range(x: Tensor) -> Tensor:
     return (x - low) / span
 
 
-def _bspline_taps(position: Tensor, order: int, bins: int) -> Tuple[Tensor, Tensor]:
-    """First bin index and weights of the B-spline Parzen window (order 1 or 3) at ``position``.
-
-    ``position`` (continuous bin coordinate) must lie in [(order − 1)/2, bins − 1 − (order − 1)/2].
-    Returns ``first`` (long, same shape) and ``weights`` ``(order + 1, *shape)``: bin
-    ``first + t`` gets ``weights[t]``; the weights sum to 1 and are differentiable in ``position``.
-    """
-    half = (order - 1) // 2
-    # the last position has frac = 1 on the previous cell, so no tap falls past the last bin
-    cell = position.detach().floor().clamp(max=bins - 2 - half)
-    frac = position - cell
+def _bspline_weights(frac: Tensor, order: int) -> List[Tensor]:
+    """Weights of the ``order + 1`` taps (order 1: linear, 3: cubic B-spline) at ``frac`` ∈ [0, 1]."""
     if order == 1:
-        weights = torch.stack([1.0 - frac, frac])
-    else:  # cubic B-spline
-        frac2, frac3 = frac * frac, frac * frac * frac
-        weights = torch.stack([
-            (1.0 - frac) ** 3 / 6.0,
-            (3.0 * frac3 - 6.0 * frac2 + 4.0) / 6.0,
-            (-3.0 * frac3 + 3.0 * frac2 + 3.0 * frac + 1.0) / 6.0,
-            frac3 / 6.0,
-        ])
-    return cell.long() - half, weights
+        return [1.0 - frac, frac]
+    rest = 1.0 - frac
+    frac2 = frac * frac
+    return [
+        rest * rest * rest * (1.0 / 6.0),
+        (frac2 * (3.0 * frac - 6.0) + 4.0) * (1.0 / 6.0),
+        (frac * (frac * (3.0 - 3.0 * frac) + 3.0) + 1.0) * (1.0 / 6.0),
+        frac2 * frac * (1.0 / 6.0),
+    ]
+
+
+def _bspline_derivatives(frac: Tensor, order: int) -> List[Tensor]:
+    """d weight / d frac of the taps of :func:`_bspline_weights`."""
+    if order == 1:
+        return [torch.full_like(frac, -1.0), torch.ones_like(frac)]
+    rest = 1.0 - frac
+    frac2 = frac * frac
+    return [-0.5 * rest * rest, frac * (1.5 * frac - 2.0), frac * (1.0 - 1.5 * frac) + 0.5, 0.5 * frac2]
+
+
+class _ParzenJointHistogram(torch.autograd.Function):
+    """Un-normalised joint histogram ``(rows, bins²)``: each voxel adds ``weight ×`` the B-spline
+    window of its ``position`` (continuous warped-bin coordinate) to the row of its fixed bin.
+
+    Hand-written backward: ``∂/∂position = weight · Σ_taps grad[bin of tap] · window'(frac)`` —
+    4 gathers and 4 small polynomials, instead of autograd's way back through the stacked
+    weights, the masking and the scatter.
+    """
+
+    @staticmethod
+    def forward(ctx, position: Tensor, fixed_bin: Tensor, weight: Optional[Tensor], bins: int, order: int) -> Tensor:  # type: ignore[override]
+        half = (order - 1) // 2
+        # the last position has frac = 1 on the previous cell, so no tap falls past the last bin
+        cell = position.floor().clamp_(max=bins - 2 - half)
+        frac = position - cell
+        # flat index of (fixed bin, first warped bin); tap t adds at index + t, done by scattering
+        # into the histogram viewed from column t on (no index + t tensors)
+        index = fixed_bin * bins + (cell.long() - half)
+        hist = position.new_zeros(position.shape[0], bins * bins)
+        for tap, w in enumerate(_bspline_weights(frac, order)):  # the 2 or 4 taps, not voxels
+            hist[:, tap:].scatter_add_(1, index, w if weight is None else w * weight)
+        ctx.order = order
+        ctx.save_for_backward(index, frac, weight)
+        return hist
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        index, frac, weight = ctx.saved_tensors
+        grad_position = None
+        for tap, dw in enumerate(_bspline_derivatives(frac, ctx.order)):
+            term = grad[:, tap:].gather(1, index) * dw
+            grad_position = term if grad_position is None else grad_position + term
+        if weight is not None:
+            grad_position = grad_position * weight
+        return grad_position, None, None, None, None
 
 
 _KERNEL_ORDER = {"bspline": 3, "linear": 1}
@@ -288,8 +324,8 @@ def joint_histogram(fixed: Tensor, warped: Tensor, bins: int = 32, mask: Optiona
     fixed image is binned with a zero-order (nearest-bin) window and the warped image with a
     B-spline window (``"bspline"``: cubic, the smooth default; ``"linear"``: triangular), so the
     histogram is differentiable in ``warped`` (``fixed`` gets no gradient). Each image channel
-    is mapped to the bins by its own min and max; a cubic window keeps one bin of margin at
-    each end so that it never falls off the histogram.
+    is mapped to the bins by its own min and max (held constant for the gradient); a cubic
+    window keeps one bin of margin at each end so that it never falls off the histogram.
     """
     _check_pair(fixed, warped)
     if kernel not in _KERNEL_ORDER:
@@ -301,14 +337,8 @@ def joint_histogram(fixed: Tensor, warped: Tensor, bins: int = 32, mask: Optiona
     fixed_bin = (_unit_range(_as_rows(fixed.detach())) * (bins - 1)).round().long()
     margin = (order - 1) // 2
     position = margin + _unit_range(_as_rows(warped)) * (bins - 1 - 2 * margin)
-    first, weights = _bspline_taps(position, order, bins)
-    if mask is not None:
-        weights = weights * _as_rows(mask.to(warped.dtype).expand_as(warped))
-    # flat index of (row, fixed bin, first warped bin) in a (rows, bins * bins) histogram
-    index = fixed_bin * bins + first
-    hist = warped.new_zeros(rows, bins * bins)
-    for tap in range(order + 1):  # the 2 or 4 taps of the window, not voxels
-        hist = hist.scatter_add(1, index + tap, weights[tap])
+    weight = None if mask is None else _as_rows(mask.detach().to(warped.dtype).expand_as(warped))
+    hist = _ParzenJointHistogram.apply(position, fixed_bin, weight, bins, order)
     hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(torch.finfo(hist.dtype).tiny)
     return hist.reshape(rows, bins, bins)
 
