@@ -1,0 +1,82 @@
+"""Affine stage: initialisation by centres of mass, then 12 parameters optimised coarse to fine."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from regkit import space
+from regkit.optimize.config import AffineStage, RegistrationConfig
+from regkit.optimize.levels import Level
+from regkit.optimize.loop import run_adam
+from regkit.optimize.objective import Similarity
+from regkit.transforms import AffineTransform
+
+
+def center_of_mass(volume: Tensor, affine) -> Tensor:
+    """Intensity-weighted centre (world mm) of ``(1, C, X, Y, Z)`` (negative values count 0)."""
+    w = volume[0].sum(0).clamp(min=0).to(torch.float64)
+    total = w.sum()
+    if total <= 0:
+        ijk = (torch.tensor(w.shape, dtype=torch.float64) - 1) / 2
+    else:
+        axes = [torch.arange(s, dtype=torch.float64) for s in w.shape]
+        ijk = torch.stack([
+            (w.sum((1, 2)) * axes[0]).sum(), (w.sum((0, 2)) * axes[1]).sum(), (w.sum((0, 1)) * axes[2]).sum(),
+        ]) / total
+    return space.voxel_to_world(ijk, affine)
+
+
+def initial_affine(level: Level, how: str) -> AffineTransform:
+    """Identity matrix about the fixed centre of mass, translated onto the moving one
+    (``center_of_mass``); about the grid centres (``geometric_center``); or identity (``none``)."""
+    if how == "center_of_mass":
+        cf = center_of_mass(level.fixed.cpu(), level.grid.affine)
+        cm = center_of_mass(level.moving.cpu(), level.moving_affine)
+    elif how == "geometric_center":
+        cf = _grid_center(level.grid.affine, level.grid.shape)
+        cm = _grid_center(level.moving_affine, level.moving.shape[2:])
+    else:
+        cf = _grid_center(level.grid.affine, level.grid.shape)
+        cm = cf
+    return AffineTransform(torch.eye(3), (cm - cf).float(), cf.float())
+
+
+def _grid_center(affine, shape) -> Tensor:
+    return space.voxel_to_world((torch.tensor([float(s) for s in shape[-3:]], dtype=torch.float64) - 1) / 2, affine)
+
+
+def optimize_affine(levels: List[Level], transform: AffineTransform, sim: Similarity, stage: AffineStage,
+                    config: RegistrationConfig, progress: bool = False) -> Tuple[AffineTransform, List[Dict]]:
+    """Optimise ``transform`` (in place; its matrix and translation are Parameters) on each level.
+
+    ``levels[i]`` pairs with ``stage.levels[i]``. Returns the transform and one log per level.
+    """
+    device = levels[0].fixed.device if levels else None
+    transform = transform.to(device)
+    transform.matrix.requires_grad_(True)
+    transform.translation.requires_grad_(True)
+    logs = []
+    for i, (level, settings) in enumerate(zip(levels, stage.levels)):
+        to_norm = level.world_to_moving_normalized().to(level.world.device, level.world.dtype)
+
+        def loss_fn(level=level, to_norm=to_norm) -> Tensor:
+            m = to_norm @ transform.homogeneous().to(to_norm.dtype)  # world -> moving grid_sample coords
+            warped, mask = level.sample_moving(level.world @ m[:3, :3].T + m[:3, 3])
+            return sim(level.fixed, warped, mask)
+
+        groups = [{"params": [transform.matrix], "lr": stage.lr_matrix},
+                  {"params": [transform.translation], "lr": stage.lr_translation_mm}]
+        log = run_adam(groups, loss_fn, settings.iterations, config.early_stop_window, config.early_stop_tolerance,
+                       progress=progress, desc=f"affine {i + 1}/{len(levels)} @{level.spacing_mm:g}mm")
+        log.update(stage="affine", level=i, spacing_mm=level.spacing_mm, grid=list(level.grid.shape))
+        logs.append(log)
+    transform.matrix.requires_grad_(False)
+    transform.translation.requires_grad_(False)
+    return transform, logs
+
+
+def as_affine_transform(t: Optional[object]) -> Optional[AffineTransform]:
+    """``t`` when it is a (non-batched) :class:`AffineTransform`, else None."""
+    return t if isinstance(t, AffineTransform) and not t.batched else None

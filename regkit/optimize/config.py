@@ -1,0 +1,132 @@
+"""Settings of ``regkit.register``: a pydantic schema and YAML presets (``configs/*.yaml``).
+
+Every length is in millimetres in world space; iteration counts are per pyramid level. Unknown or
+mistyped keys are refused (``extra="forbid"``) with a one-line :class:`InputError` naming the key.
+Presets are found by name through ``importlib.resources`` (``configs/`` is installed as the package
+``regkit.configs``); a path to a ``.yaml`` file works too.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from regkit.errors import InputError
+
+Metric = Literal["lncc", "mse", "mi", "mind"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AffineLevel(_Strict):
+    spacing_mm: float = Field(gt=0, description="isotropic voxel size of this level's working grid")
+    iterations: int = Field(ge=0)
+
+
+class AffineStage(_Strict):
+    enabled: bool = True
+    init: Literal["center_of_mass", "geometric_center", "none"] = "center_of_mass"
+    levels: List[AffineLevel] = [AffineLevel(spacing_mm=6, iterations=80), AffineLevel(spacing_mm=4, iterations=40)]
+    lr_translation_mm: float = Field(1.0, gt=0, description="Adam step for the translation (mm)")
+    lr_matrix: float = Field(0.01, gt=0, description="Adam step for the 3x3 matrix entries")
+    lncc_window: int = Field(9, ge=3, description="LNCC window (voxels) during the affine stage")
+
+
+class DeformableLevel(_Strict):
+    spacing_mm: float = Field(gt=0, description="voxel size of the level's working grid (>= the fixed image's)")
+    control_spacing_mm: float = Field(gt=0, description="spacing of the velocity/displacement control grid")
+    iterations: int = Field(ge=0)
+
+
+class DeformableStage(_Strict):
+    enabled: bool = True
+    model: Literal["svf", "displacement"] = "svf"
+    levels: List[DeformableLevel] = [
+        DeformableLevel(spacing_mm=4, control_spacing_mm=8, iterations=60),
+        DeformableLevel(spacing_mm=2, control_spacing_mm=4, iterations=30),
+    ]
+    squaring_steps: int = Field(5, ge=0, le=12)
+    lr_mm: float = Field(0.5, gt=0, description="Adam step for the velocity/displacement (mm)")
+    regularizer: Literal["diffusion", "bending"] = "diffusion"
+    regularization_weight: float = Field(1.0, ge=0)
+    folding_weight: float = Field(0.0, ge=0, description="weight of the det J <= 0 penalty (0: off)")
+
+
+class RegistrationConfig(_Strict):
+    metric: Metric = "lncc"
+    lncc_window: int = Field(5, ge=3, description="LNCC window (voxels) in the deformable stage")
+    mi_bins: int = Field(32, ge=4)
+    metric_weights: Dict[Metric, float] = Field(
+        default_factory=lambda: {"lncc": 1.0, "mse": 1.0, "mi": 1.0, "mind": 1.0},
+        description="similarity multiplier per metric, so one regularisation weight suits all")
+    crop_margin_mm: Optional[float] = Field(12.0, ge=0, description="crop the working grid to the fixed foreground + margin (null: no crop)")
+    early_stop_window: int = Field(10, ge=2, description="iterations compared for the plateau test")
+    early_stop_tolerance: float = Field(1e-4, ge=0, description="stop a level when the loss improves less than this per iteration")
+    affine: AffineStage = AffineStage()
+    deformable: DeformableStage = DeformableStage()
+
+
+PRESETS_PACKAGE = "regkit.configs"
+
+
+def preset_names() -> List[str]:
+    """Names of the presets shipped in ``regkit.configs`` (``train_*`` files excluded)."""
+    files = resources.files(PRESETS_PACKAGE).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml") and not f.name.startswith("train_"))
+
+
+def _read_yaml(text: str, origin: str) -> Dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", origin) from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("must be a YAML mapping of settings", origin)
+    return data
+
+
+def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfig] = None,
+                **overrides: Any) -> RegistrationConfig:
+    """A validated :class:`RegistrationConfig` from a preset name, a YAML path, a dict or a config.
+
+    ``overrides`` set top-level keys (e.g. ``metric="mi"``); ``None`` values are ignored.
+    """
+    origin = "config"
+    if config is None:
+        config = "default"
+    if isinstance(config, RegistrationConfig):
+        data = config.model_dump()
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        text, origin = _preset_or_file_text(str(config))
+        data = _read_yaml(text, origin)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RegistrationConfig.model_validate(data)
+    except ValidationError as e:
+        # an unknown (often mistyped) key explains the other errors best: report it first
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown setting (mistyped?)" if err["type"] == "extra_forbidden" else err["msg"]
+        raise InputError(f"setting '{key}': {msg}", origin) from None
+
+
+def _preset_or_file_text(name: str):
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise InputError("no such config file", path)
+        return path.read_text(), str(path)
+    candidate = resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml")
+    if not candidate.is_file() or name.startswith("train_"):
+        raise InputError(f"unknown preset '{name}' (presets: {', '.join(preset_names())}; or give a .yaml path)")
+    return candidate.read_text(), f"preset {name}"

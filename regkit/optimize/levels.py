@@ -1,0 +1,124 @@
+"""The data of one pyramid level: fixed image on an isotropic working grid, pre-smoothed moving copy.
+
+The working grid of every level is derived from the fixed image (its orientation, cropped to the
+fixed foreground plus a margin, voxels of the level's spacing). The moving image is never
+resampled onto it: the level keeps a smoothed copy of the moving image on the moving image's own
+(coarsened) grid, and each optimiser step samples it ONCE at the mapped points of the whole
+fixed→moving chain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from regkit import space
+from regkit.image import Image
+from regkit.pyramid import Grid, coarsened_image, cropped_grid, grid_of_image, image_on_grid, resized_grid
+from regkit.resample import warp
+
+
+@dataclass
+class Level:
+    """Tensors of one level (all ``(1, C, X, Y, Z)``; world coordinates in mm, RAS).
+
+    Attributes:
+        grid: the working grid (fixed orientation, isotropic ``spacing_mm``).
+        fixed: fixed image on ``grid``.
+        moving: pre-smoothed moving image on its own coarsened grid ``moving_affine``.
+        world: world coordinates of ``grid``'s voxels, ``(1, X, Y, Z, 3)``.
+        mask: similarity weight on ``grid`` (fixed mask), or None.
+        moving_mask: moving mask on the moving copy's grid, or None.
+    """
+
+    grid: Grid
+    fixed: Tensor
+    moving: Tensor
+    moving_affine: Tensor
+    world: Tensor
+    mask: Optional[Tensor] = None
+    moving_mask: Optional[Tensor] = None
+
+    @property
+    def spacing_mm(self) -> float:
+        return float(self.grid.spacing.min())
+
+    def world_to_moving_normalized(self) -> Tensor:
+        """4×4 map from world mm to the grid_sample coordinates of the moving copy."""
+        return space.world_to_normalized_matrix(self.moving_affine, self.moving.shape[2:])
+
+    def sample_moving(self, grid: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Like :meth:`warp_moving` from grid_sample coordinates ``(1, X, Y, Z, 3)`` of the moving
+        copy; outside it the moving image is 0 (the optimiser's fast path, no inside test)."""
+        warped = space.sample(self.moving, grid, padding_mode="zeros")
+        if self.moving_mask is None:
+            return warped, self.mask
+        m = space.sample(self.moving_mask, grid, padding_mode="zeros")
+        return warped, m if self.mask is None else m * self.mask
+
+    def warp_moving(self, points: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """Moving copy sampled at world points ``(1, X, Y, Z, 3)`` (one grid_sample), plus the
+        similarity mask (fixed mask × warped moving mask) or None."""
+        warped = warp(self.moving, self.moving_affine, points, mode="linear", padding_mode="zeros")
+        if self.moving_mask is None:
+            return warped, self.mask
+        m = warp(self.moving_mask, self.moving_affine, points, mode="linear", padding_mode="zeros")
+        return warped, m if self.mask is None else m * self.mask
+
+
+def robust_normalize(data: Tensor, low: float = 0.005, high: float = 0.995, samples: int = 200_000) -> Tensor:
+    """Intensities mapped to [0, 1] by clipping at the ``low``/``high`` quantiles of a random
+    (seeded) subsample — CT Hounsfield units and MRI arbitrary units get the same scale."""
+    flat = data.reshape(-1).float()
+    if flat.numel() > samples:
+        g = torch.Generator().manual_seed(0)
+        flat = flat[torch.randint(flat.numel(), (samples,), generator=g)]
+    lo, hi = torch.quantile(flat, torch.tensor([low, high], dtype=flat.dtype)).tolist()
+    if hi <= lo:
+        hi = lo + 1.0
+    return ((data.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def foreground_box(fixed: Image, margin_mm: Optional[float], threshold: float = 0.1) -> Grid:
+    """The fixed grid cropped to the box of voxels brighter than ``threshold`` (after
+    :func:`robust_normalize`, on a 4 mm smoothed copy) plus ``margin_mm``; the whole grid when
+    ``margin_mm`` is None or nothing is bright."""
+    full = grid_of_image(fixed)
+    if margin_mm is None:
+        return full
+    coarse = coarsened_image(fixed, 4.0)
+    fg = robust_normalize(coarse.data)[0] > threshold
+    if not fg.any():
+        return full
+    idx = fg.nonzero().to(torch.float64)
+    # corners of the foreground box (coarse voxel indices) → world → fixed voxel indices
+    lo, hi = idx.min(0).values, idx.max(0).values
+    corners = torch.stack(torch.meshgrid(*[torch.stack([lo[d], hi[d]]) for d in range(3)], indexing="ij"), -1).reshape(-1, 3)
+    ijk = space.world_to_voxel(space.voxel_to_world(corners, coarse.affine), fixed.affine)
+    pad = torch.tensor(margin_mm, dtype=torch.float64) / space.spacing(fixed.affine) + 2.0  # +2 coarse blur
+    shape = torch.tensor(fixed.shape, dtype=torch.float64)
+    lower = torch.clamp(torch.floor(ijk.min(0).values - pad), min=0).long().tolist()
+    upper = torch.minimum(torch.ceil(ijk.max(0).values + pad) + 1, shape).long().tolist()
+    return cropped_grid(full, lower, upper)
+
+
+def make_level(fixed: Image, moving: Image, box: Grid, spacing_mm: float, device=None,
+               fixed_mask: Optional[Image] = None, moving_mask: Optional[Image] = None) -> Level:
+    """Build a level: working grid of ``spacing_mm`` covering ``box`` (never finer than the
+    fixed image's voxels), fixed resampled there, moving smoothed on its own grid."""
+    spacing = max(float(spacing_mm), float(space.spacing(fixed.affine).min()))
+    grid = resized_grid(box.affine, box.shape, spacing)
+    if torch.allclose(box.spacing, torch.full((3,), spacing, dtype=torch.float64), rtol=1e-4):
+        grid = box  # level at the fixed resolution: no resampling of the fixed image
+    fixed_t = image_on_grid(fixed, grid).to(device)
+    moving_c = coarsened_image(moving, spacing)
+    mask = mmask = None
+    if fixed_mask is not None:
+        mask = (image_on_grid(fixed_mask.float(), grid) > 0.5).float().to(device)
+    if moving_mask is not None:
+        mc = coarsened_image(moving_mask.float(), spacing)  # same grid as moving_c
+        mmask = (mc.data[None] > 0.5).float().to(device)
+    world = grid.world(device=device)[None]
+    return Level(grid, fixed_t, moving_c.data[None].to(device), moving_c.affine, world, mask, mmask)

@@ -1,0 +1,94 @@
+"""Write a registration into a folder (what ``regkit register --out DIR`` produces).
+
+Files (all atomic; none overwritten without ``force``):
+
+* ``warped.nii.gz`` — moving resampled on the fixed grid (linear);
+* ``warped_labels.nii.gz`` — moving labels, nearest neighbour (when labels are given);
+* ``field.nii.gz`` — dense fixed→moving displacement of the WHOLE transform (affine included) on
+  the fixed grid, ITK/ANTs convention (LPS mm, 5-D vector intent);
+* ``transform.regkit.safetensors`` — the exact transform (regkit's own format);
+* ``affine.mat`` — the affine part (ITK) and ``warp.nii.gz`` — the deformable part alone on the
+  fixed grid (ITK displacement), so ``regkit apply warp.nii.gz affine.mat`` = the whole map, in
+  ANTs' ``-t Warp -t Affine`` order;
+* ``log.json`` / ``log.txt`` — settings, per-level loss and iterations, seconds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from regkit.io.atomic import check_writable, write_text
+
+WARPED = "warped.nii.gz"
+WARPED_LABELS = "warped_labels.nii.gz"
+FIELD = "field.nii.gz"
+NATIVE = "transform.regkit.safetensors"
+AFFINE = "affine.mat"
+WARP = "warp.nii.gz"
+LOG_JSON = "log.json"
+LOG_TXT = "log.txt"
+
+
+def output_names(labels: bool, affine: bool = True, deformable: bool = True) -> List[str]:
+    names = [WARPED] + ([WARPED_LABELS] if labels else []) + [FIELD, NATIVE]
+    names += ([AFFINE] if affine else []) + ([WARP] if deformable else [])
+    return names + [LOG_JSON, LOG_TXT]
+
+
+def check_outputs(out_dir: Path, labels: bool, force: bool) -> None:
+    """Refuse (OutputExistsError, exit 2) BEFORE registering when an output exists and not ``force``."""
+    for name in output_names(labels):
+        check_writable(Path(out_dir) / name, force)
+
+
+def write_result(result, out_dir: Path, moving_labels=None, force: bool = False) -> List[Path]:
+    """Write ``result`` (a :class:`RegistrationResult`) into ``out_dir``; returns the paths."""
+    import torch
+
+    from regkit.io.images import save_image
+    from regkit.io.transform_files import write_transform
+    from regkit.transforms import Compose
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [save_image(result.warped, out / WARPED, force=force)]
+    if moving_labels is not None:
+        written.append(save_image(result.apply(moving_labels), out / WARPED_LABELS, force=force))
+    with torch.no_grad():
+        written.append(write_transform(result.transform, out / FIELD, reference=result.reference, force=force))
+        written.append(write_transform(result.transform, out / NATIVE, force=force))
+        chain = list(result.transform.transforms) if isinstance(result.transform, Compose) else [result.transform]
+        if result.affine is not None and chain and chain[-1] is result.affine:
+            written.append(write_transform(result.affine, out / AFFINE, force=force))
+            if len(chain) > 1:
+                written.append(write_transform(Compose(*chain[:-1]), out / WARP, reference=result.reference, force=force))
+    written.append(write_text(out / LOG_JSON, json.dumps(result.log, indent=1, default=str), force=force))
+    written.append(write_text(out / LOG_TXT, log_text(result.log), force=force))
+    return written
+
+
+def log_text(log: Dict) -> str:
+    """A human-readable log: settings, one line per level, total time."""
+    lines = ["regkit register", f"device: {log.get('device')}  seed: {log.get('seed')}",
+             f"fixed grid {log.get('fixed_shape')}  moving grid {log.get('moving_shape')}  working box {log.get('working_box')}",
+             "settings: " + json.dumps(log.get("config", {}), default=str), ""]
+    for lv in log.get("levels", []):
+        loss = lv.get("loss") or [float("nan")]
+        extra = f" control {lv['control_grid']} @{lv['control_spacing_mm']:g}mm" if "control_grid" in lv else ""
+        lines.append(f"{lv['stage']:>10} level {lv['level']} @{lv['spacing_mm']:g}mm grid {lv['grid']}{extra}: "
+                     f"{lv['iterations']} it{' (plateau)' if lv.get('stopped_early') else ''}, "
+                     f"loss {loss[0]:.5f} -> {loss[-1]:.5f}, {lv['seconds']:.2f} s")
+    lines.append(f"registration {log.get('register_seconds')} s, with final resampling {log.get('total_seconds')} s")
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(log: Dict, out_dir: Path, n_files: int, wall_seconds: Optional[float] = None) -> str:
+    stages: Dict[str, float] = {}
+    for lv in log.get("levels", []):
+        stages[lv["stage"]] = stages.get(lv["stage"], 0.0) + lv["seconds"]
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    total = f"{wall_seconds:.1f} s" if wall_seconds is not None else f"{log.get('total_seconds')} s"
+    loss = log.get("final_loss")
+    loss_s = f"; final loss {loss:.4f}" if isinstance(loss, float) else ""
+    return f"regkit register: done in {total} ({parts}){loss_s}; {n_files} files in {out_dir}"

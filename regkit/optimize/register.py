@@ -1,0 +1,167 @@
+"""``register(moving, fixed)``: centre-of-mass initialisation → affine → dense deformable, one pyramid.
+
+The result maps FIXED world points to MOVING world points (mm, RAS):
+``x -> A(x + u(x))``, i.e. ``Compose(deformable, affine)``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+from regkit import space
+from regkit.errors import InputError, RegistrationError
+from regkit.image import Image
+from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine
+from regkit.optimize.config import RegistrationConfig, load_config
+from regkit.optimize.deformable import optimize_deformable
+from regkit.optimize.levels import foreground_box, make_level, robust_normalize
+from regkit.optimize.objective import similarity
+from regkit.resample import resample
+from regkit.transforms import AffineTransform, Compose, Transform
+
+
+@dataclass
+class RegistrationResult:
+    """What :func:`register` found.
+
+    Attributes:
+        transform: fixed→moving world map (mm, RAS), affine included: ``Compose(deformable, affine)``
+            (or the affine alone when the deformable stage is off).
+        warped: the moving image resampled on the fixed grid.
+        reference: the fixed image (its grid is where :meth:`apply` resamples).
+        log: settings, per-level losses and iteration counts, seconds.
+        affine: the affine part alone.
+    """
+
+    transform: Transform
+    warped: Image
+    reference: Image
+    log: Dict[str, Any] = field(default_factory=dict)
+    affine: Optional[Transform] = None
+
+    def apply(self, image: Image, mode: Optional[str] = None) -> Image:
+        """Resample ``image`` (in moving space) on the fixed grid; ``mode`` defaults to nearest
+        for label images and linear otherwise."""
+        with torch.no_grad():
+            return resample(image.to(device=self.warped.device) if not image.is_label else image,
+                            self.transform.to(image.device), self.reference, mode=mode)
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but no CUDA GPU is available (use 'cpu' or 'auto')")
+    return torch.device(device)
+
+
+def _check_inputs(moving: Image, fixed: Image) -> None:
+    for name, im in (("moving", moving), ("fixed", fixed)):
+        if not isinstance(im, Image):
+            raise InputError(f"{name} must be a regkit Image (use regkit.load_image), got {type(im).__name__}")
+        if min(im.shape) < 4:
+            raise InputError(f"{name} image is too small to register (shape {im.shape})")
+    if moving.channels != fixed.channels:
+        raise InputError(f"moving has {moving.channels} channels, fixed has {fixed.channels}")
+
+
+def _normalized(image: Image) -> Image:
+    return Image(robust_normalize(image.data), image.affine)
+
+
+def register(moving: Image, fixed: Image, config=None, device: Optional[str] = None, seed: Optional[int] = None,
+             initial_transform: Optional[Transform] = None, fixed_mask: Optional[Image] = None,
+             moving_mask: Optional[Image] = None, metric: Optional[str] = None,
+             progress: bool = False) -> RegistrationResult:
+    """Register ``moving`` to ``fixed``.
+
+    Args:
+        moving, fixed: images in world space (any grids; they need not match).
+        config: preset name (``fast``, ``default``, ``accurate``, ``ct``, ``mri``), a YAML path, a
+            dict or a :class:`RegistrationConfig`; ``default`` when None.
+        device: ``cpu``, ``cuda`` or ``auto``/None.
+        seed: seeds torch (the optimiser itself is deterministic on CPU).
+        initial_transform: fixed→moving start. An :class:`AffineTransform` initialises the affine
+            stage; any other transform (e.g. a learned cascade's prediction) replaces the affine
+            stage and the deformable stage refines in front of it: ``x -> T0(x + u(x))``.
+        fixed_mask, moving_mask: optional masks (non-zero = use) on their images' grids.
+        metric: overrides the config's metric (``lncc``, ``mse``, ``mi``, ``mind``).
+        progress: tqdm bars per level on stderr.
+    Returns:
+        a :class:`RegistrationResult`.
+    """
+    t_start = time.perf_counter()
+    _check_inputs(moving, fixed)
+    cfg: RegistrationConfig = load_config(config, metric=metric)
+    dev = resolve_device(device)
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    if dev.type == "cpu":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, n))
+
+    fixed_n, moving_n = _normalized(fixed), _normalized(moving)
+    box = foreground_box(fixed_n, cfg.crop_margin_mm)
+    log: Dict[str, Any] = {"config": cfg.model_dump(), "device": str(dev), "seed": seed,
+                           "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape),
+                           "working_box": list(box.shape), "levels": []}
+
+    def level(spacing):
+        return make_level(fixed_n, moving_n, box, spacing, dev, fixed_mask, moving_mask)
+
+    # --- affine stage (or the given start)
+    start_affine = as_affine_transform(initial_transform)
+    outer: Transform
+    affine: Optional[Transform] = None
+    if initial_transform is not None and start_affine is None:
+        outer = initial_transform.to(dev)
+        for p in outer.parameters():
+            p.requires_grad_(False)
+        log["initial_transform"] = type(initial_transform).__name__
+    else:
+        aff_levels = [level(l.spacing_mm) for l in cfg.affine.levels] if cfg.affine.enabled else []
+        if start_affine is not None:
+            aff = AffineTransform(start_affine.matrix.detach().float(), start_affine.translation.detach().float(),
+                                  start_affine.center.float())
+        else:
+            aff = initial_affine(aff_levels[0] if aff_levels else level(6.0), cfg.affine.init)
+        if aff_levels:
+            sim_aff = similarity(cfg.metric, cfg.affine.lncc_window, cfg.mi_bins)
+            aff, logs = optimize_affine(aff_levels, aff, sim_aff, cfg.affine, cfg, progress)
+            log["levels"].extend(logs)
+            _check_overlap(aff_levels[-1], aff)
+        outer = affine = aff.to(dev)
+
+    # --- deformable stage
+    transform: Transform = outer
+    if cfg.deformable.enabled and cfg.deformable.levels:
+        def_levels = [level(l.spacing_mm) for l in cfg.deformable.levels]
+        sim_def = similarity(cfg.metric, cfg.lncc_window, cfg.mi_bins)
+        deformable, logs = optimize_deformable(def_levels, outer, sim_def, cfg.deformable, cfg, progress=progress)
+        log["levels"].extend(logs)
+        transform = Compose(deformable, outer)
+    transform = transform.cpu().requires_grad_(False)
+
+    log["register_seconds"] = round(time.perf_counter() - t_start, 3)
+    with torch.no_grad():
+        warped = resample(moving, transform, fixed)
+    log["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
+    return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None)
+
+
+def _check_overlap(level, affine: AffineTransform, minimum: float = 0.05) -> None:
+    """RegistrationError when less than ``minimum`` of the fixed foreground maps into the moving image."""
+    with torch.no_grad():
+        points = affine(level.world)
+        grid = space.world_to_normalized(points, level.moving_affine, level.moving.shape[2:])
+        inside = space.inside_mask(grid, level.moving.shape[2:]).float()
+        fg = (level.fixed[0].sum(0) > 0.1).float()[None]
+        frac = float((inside * fg).sum() / fg.sum().clamp(min=1))
+    if frac < minimum:
+        raise RegistrationError(f"after the affine stage only {100 * frac:.1f}% of the fixed foreground falls inside "
+                                "the moving image; are these images of the same anatomy and in world space?")

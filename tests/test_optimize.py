@@ -1,0 +1,161 @@
+"""regkit.register on the sample pair and on known transforms (small grids, few iterations)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from known_transforms import known_affine, smooth_velocity
+from regkit import metrics
+from regkit.errors import InputError
+from regkit.image import Image
+from regkit.io.images import load_image, load_label
+from regkit.optimize import RegistrationConfig, load_config, preset_names, register
+from regkit.pyramid import gaussian_smooth, resized_grid
+from regkit.resample import resample
+from regkit.transforms import AffineTransform, Compose, VelocityField
+
+AFFINE_ONLY = {"deformable": {"enabled": False},
+               "affine": {"levels": [{"spacing_mm": 5, "iterations": 40}, {"spacing_mm": 2.5, "iterations": 30}]}}
+
+
+@pytest.fixture(scope="module")
+def pair(sample_paths):
+    return {k: (load_label(p) if "labels" in k else load_image(p)) for k, p in sample_paths.items()}
+
+
+def mean_dice(fixed_labels: Image, warped_labels: Image) -> float:
+    return metrics.summarize(metrics.dice(fixed_labels, warped_labels))
+
+
+# ----------------------------------------------------------------------------- config
+def test_presets_load_and_validate():
+    names = preset_names()
+    for name in ("fast", "default", "accurate", "ct", "mri"):
+        assert name in names
+        assert isinstance(load_config(name), RegistrationConfig)
+    assert load_config("default", metric="mi").metric == "mi"
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"metirc": "lncc"}, "metirc"),
+    ({"deformable": {"levels": [{"spacing_mm": 2, "control_spacing_mm": 4, "iters": 5}]}}, "deformable.levels.0.iters"),
+    ({"metric": "ncc"}, "metric"),
+    ({"affine": {"lr_matrix": -1}}, "affine.lr_matrix"),
+])
+def test_config_errors_name_the_key(bad, key):
+    with pytest.raises(InputError, match=f"'{key}'"):
+        load_config(bad)
+
+
+def test_config_yaml_file_and_unknown_preset(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("metric: mse\nlncc_window: 7\n")
+    cfg = load_config(str(f))
+    assert (cfg.metric, cfg.lncc_window) == ("mse", 7)
+    f.write_text("deformable: {modle: svf}\n")
+    with pytest.raises(InputError, match="deformable.modle"):
+        load_config(str(f))
+    with pytest.raises(InputError, match="unknown preset 'fastest'"):
+        load_config("fastest")
+
+
+# ----------------------------------------------------------------------------- pyramid
+def test_gaussian_smooth_preserves_mean_and_matches_variance():
+    x = torch.zeros(1, 1, 41, 41, 41)
+    x[0, 0, 20, 20, 20] = 1.0
+    y = gaussian_smooth(x, [2.0, 2.0, 2.0])
+    assert float(y.sum()) == pytest.approx(1.0, abs=1e-4)
+    r = torch.arange(41.0) - 20
+    profile = y[0, 0, :, 20, 20] / y[0, 0, :, 20, 20].sum()
+    assert float((profile * r * r).sum()) == pytest.approx(4.0, rel=0.02)  # variance = sigma²
+
+
+def test_resized_grid_keeps_centre_and_direction(pair):
+    fixed = pair["moving"]  # oblique, anisotropic grid
+    g = resized_grid(fixed.affine, fixed.shape, 4.0)
+    assert torch.allclose(g.spacing, torch.full((3,), 4.0, dtype=torch.float64))
+    centre = g.affine[:3, :3] @ ((torch.tensor(g.shape, dtype=torch.float64) - 1) / 2) + g.affine[:3, 3]
+    assert torch.allclose(centre, fixed.center(), atol=1e-6)
+    d_old = fixed.affine[:3, :3] / torch.tensor(fixed.spacing, dtype=torch.float64)
+    assert torch.allclose(g.affine[:3, :3] / 4.0, d_old, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- affine recovery
+def test_known_affine_recovered_to_half_a_millimetre(pair):
+    fixed = pair["fixed"]
+    truth = known_affine(fixed)
+    # the "moving" image lives on another (coarser, rotated) grid: moving(T(x)) = fixed(x)
+    grid = resized_grid(pair["moving"].affine, pair["moving"].shape, 2.0)
+    moving = resample(fixed, truth.inverse(), Image(torch.zeros(1, *grid.shape), grid.affine))
+    result = register(moving, fixed, config=AFFINE_ONLY, seed=0)
+    brain = pair["fixed_labels"].data[0] > 0
+    x = fixed.world_grid(dtype=torch.float64)[brain]
+    with torch.no_grad():
+        err = (result.transform.double()(x) - truth.double()(x)).norm(dim=-1)
+    assert float(err.mean()) < 0.5, float(err.mean())
+    assert float(err.max()) < 1.5, float(err.max())
+
+
+# ----------------------------------------------------------------------------- deformable
+def test_sample_pair_dice_rises_over_affine_without_folding(pair):
+    result = register(pair["moving"], pair["fixed"], config="fast", seed=0)
+    assert isinstance(result.transform, Compose) and isinstance(result.transform.transforms[-1], AffineTransform)
+    assert isinstance(result.transform.transforms[0], VelocityField)
+    affine_only = mean_dice(pair["fixed_labels"], resample(pair["moving_labels"], result.affine, pair["fixed"]))
+    full = mean_dice(pair["fixed_labels"], result.apply(pair["moving_labels"]))
+    assert full > affine_only + 0.02, (affine_only, full)
+    fixed = pair["fixed"]
+    with torch.no_grad():
+        u = result.transform.displacement_on(fixed.affine, fixed.shape)[None]
+    det = metrics.jacobian_determinant(u, fixed.affine)
+    assert float((det <= 0).float().mean()) < 1e-4
+    assert result.warped.same_grid(fixed)
+    assert [lv["stage"] for lv in result.log["levels"]].count("deformable") == len(load_config("fast").deformable.levels)
+
+
+def test_known_warp_recovered(pair):
+    """moving(truth(x)) = fixed(x) for a known SVF: the registration finds most of it."""
+    fixed = pair["fixed"]
+    truth = smooth_velocity(fixed, amplitude_mm=4.0)
+    moving = resample(fixed, truth.inverse(), fixed)
+    cfg = {"affine": {"enabled": False, "init": "none"},
+           "deformable": {"levels": [{"spacing_mm": 2.5, "control_spacing_mm": 5, "iterations": 25}],
+                          "regularization_weight": 0.1}}
+    result = register(moving, fixed, config=cfg, seed=0)
+    brain = pair["fixed_labels"].data[0] > 0
+    x = fixed.world_grid()[brain]
+    with torch.no_grad():
+        before = (truth(x) - x).norm(dim=-1).mean()
+        after = (result.transform(x) - truth(x)).norm(dim=-1).mean()
+    assert float(after) < 0.45 * float(before), (float(before), float(after))
+
+
+def test_initial_transform_is_refined_in_front(pair):
+    """A non-affine start (a learned cascade's prediction) stays the outer part of the map."""
+    fixed = pair["fixed"]
+    start = Compose(AffineTransform.from_homogeneous(torch.eye(4)))  # not an AffineTransform itself
+    cfg = {"deformable": {"levels": [{"spacing_mm": 5, "control_spacing_mm": 10, "iterations": 3}]}}
+    result = register(pair["moving"], fixed, config=cfg, initial_transform=start)
+    assert result.affine is None
+    assert result.transform.transforms[-1] is start.transforms[0]
+    assert result.log["initial_transform"] == "Compose"
+
+
+def test_no_overlap_is_a_registration_error(pair):
+    from regkit.errors import RegistrationError
+
+    far = pair["moving"].affine.clone()
+    far[:3, 3] += 2000.0
+    moving = Image(pair["moving"].data, far)
+    with pytest.raises(RegistrationError):
+        register(moving, pair["fixed"], config={"affine": {"init": "none", "levels": [{"spacing_mm": 6, "iterations": 1}]}})
+
+
+def test_masks_restrict_the_similarity(pair):
+    fixed = pair["fixed"]
+    mask = Image((pair["fixed_labels"].data > 0).int(), fixed.affine, is_label=True)
+    cfg = {"affine": {"levels": [{"spacing_mm": 6, "iterations": 5}]},
+           "deformable": {"levels": [{"spacing_mm": 5, "control_spacing_mm": 10, "iterations": 5}]}}
+    a = register(pair["moving"], fixed, config=cfg, fixed_mask=mask)
+    b = register(pair["moving"], fixed, config=cfg)
+    assert a.log["levels"][0]["loss"][0] != pytest.approx(b.log["levels"][0]["loss"][0], abs=1e-6)

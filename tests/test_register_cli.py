@@ -1,0 +1,93 @@
+"""`regkit register` end to end on the sample pair: outputs, --force rule, `regkit apply` agreement."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import nibabel as nib
+import pytest
+from typer.testing import CliRunner
+
+from regkit.cli.main import app
+
+runner = CliRunner()
+
+TINY = """# a quick configuration for the tests
+affine:
+  levels:
+    - {spacing_mm: 6, iterations: 8}
+deformable:
+  levels:
+    - {spacing_mm: 5, control_spacing_mm: 10, iterations: 6}
+"""
+OUTPUTS = ["warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors",
+           "affine.mat", "warp.nii.gz", "log.json", "log.txt"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def registered(sample_paths, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("register")
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp / "out"
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", out,
+               "--moving-labels", sample_paths["moving_labels"], "--config", cfg, "--seed", 1, "--no-progress")
+    assert r.exit_code == 0, r.output
+    return {"out": out, "cfg": cfg, "output": r.output, "tmp": tmp}
+
+
+def test_writes_every_output(registered, sample_paths):
+    out = registered["out"]
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert "regkit register: done in" in registered["output"]
+    field = nib.load(str(out / "field.nii.gz"))
+    fixed = nib.load(str(sample_paths["fixed"]))
+    assert field.shape == fixed.shape + (1, 3)
+    assert field.header.get_intent()[0] == "vector"
+    log = json.loads((out / "log.json").read_text())
+    assert [lv["stage"] for lv in log["levels"]] == ["affine", "deformable"]
+    labels = np.asarray(nib.load(str(out / "warped_labels.nii.gz")).dataobj)
+    assert labels.dtype.kind == "i" and set(np.unique(labels)) <= set(range(7))
+
+
+def test_refuses_to_overwrite_without_force(registered, sample_paths):
+    out = registered["out"]
+    before = (out / "warped.nii.gz").stat().st_mtime_ns
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", out, "--config", registered["cfg"], "--no-progress")
+    assert r.exit_code == 2
+    assert "exists" in r.output and "--force" in r.output
+    assert (out / "warped.nii.gz").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["warp.nii.gz", "affine.mat"]])
+def test_apply_reproduces_warped(registered, sample_paths, transforms, tmp_path):
+    out = registered["out"]
+    target = tmp_path / "again.nii.gz"
+    r = invoke("apply", *[out / t for t in transforms], sample_paths["moving"], "-r", sample_paths["fixed"], "-o", target)
+    assert r.exit_code == 0, r.output
+    a = np.asarray(nib.load(str(target)).dataobj)
+    b = np.asarray(nib.load(str(out / "warped.nii.gz")).dataobj)
+    scale = float(np.abs(b).max())
+    tol = 1e-4 if transforms == ["transform.regkit.safetensors"] else 0.02  # dense fields: trilinear of a trilinear
+    assert float(np.abs(a - b).mean()) / scale < tol / 10
+    assert float(np.percentile(np.abs(a - b), 99)) / scale < tol
+
+
+def test_bad_config_key_is_one_line_exit_2(registered, sample_paths):
+    bad = registered["tmp"] / "bad.yaml"
+    bad.write_text("deformable:\n  regularisation_weight: 1\n")
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", registered["tmp"] / "x", "--config", bad)
+    assert r.exit_code == 2
+    assert "deformable.regularisation_weight" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_unknown_metric_and_missing_file(registered, sample_paths):
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", registered["tmp"] / "y", "--metric", "ncc")
+    assert r.exit_code == 2 and "--metric" in r.output
+    r = invoke("register", registered["tmp"] / "nope.nii.gz", sample_paths["fixed"], "--out", registered["tmp"] / "y")
+    assert r.exit_code == 2 and "nope.nii.gz" in r.output
