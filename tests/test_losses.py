@@ -315,3 +315,14 @@ def test_bending_energy_on_a_coarse_grid_uses_the_derivatives_that_exist():
     field = torch.stack([b * x[0] * x[2], torch.zeros_like(x[0]), torch.zeros_like(x[0])])[None]
     assert reg.bending_energy(field, SPACING).item() == pytest.approx(2 * b * b, rel=1e-10)
     assert reg.diffusion(torch.zeros(1, 3, 2, 1, 2), SPACING).item() == 0.0
+
+
+def test_lncc_reuses_fixed_statistics_only_for_the_same_unchanged_tensor():
+    f = smooth_volume((9, 8, 7))
+    w = smooth_volume((9, 8, 7), seed=5)
+    first = sim.lncc(f, w, window=3).item()
+    assert sim.lncc(f, w, window=3).item() == first  # cached statistics: same value
+    f.mul_(-1.0).add_(w)  # changed in place: the version counter moves, statistics recomputed
+    assert sim.lncc(f, w, window=3).item() == pytest.approx(sim.lncc(f.clone(), w, window=3).item(), abs=1e-14)
+    assert sim.lncc(f, w, window=3).item() != pytest.approx(first)
+    assert sim.lncc(f, w, window=5).item() == pytest.approx(sim.lncc(f.clone(), w, window=5).item(), abs=1e-14)
