@@ -221,6 +221,157 @@ def reader_message(case: Case, folder: Path) -> Optional[str]:
                 os.environ[k] = v
 
 
+# ------------------------------------------------------------ cases that need a whole command
+def identity_transform(folder: Path) -> Path:
+    """regkit's own transform file holding the identity."""
+    from regkit.io.transform_files import write_transform
+    from regkit.transforms import AffineTransform
+
+    path = folder / "identity.regkit.safetensors"
+    if not path.exists():
+        write_transform(AffineTransform(), path)
+    return path
+
+
+def train_recipe(folder: Path, moving: Path, fixed: Path, **extra) -> Path:
+    """A tiny training recipe (the cascade tests' model) on one pair, both directions."""
+    import yaml
+
+    from cascade_helpers import TINY_MODEL
+
+    manifest = folder / "pairs.csv"
+    manifest.write_text(f"moving,fixed\n{moving},{fixed}\n{fixed},{moving}\n")
+    recipe = {"model": TINY_MODEL, "data": {"manifest": str(manifest)}, "augment": {"enabled": False},
+              "optim": {"steps": 2}, "val_every": 1000, "checkpoint_every": 1000, "log_every": 1}
+    recipe.update(extra)
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def other_model_checkpoint(folder: Path) -> Path:
+    """A genuine cascade checkpoint, but of a model with one stage fewer than the tiny recipe's."""
+    from cascade_helpers import TINY_MODEL
+
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.nn.config import ModelConfig
+
+    config = ModelConfig.model_validate(dict(TINY_MODEL, stages=TINY_MODEL["stages"][:1]))
+    meta = {"model_config": config.model_dump(mode="json"), "step": 1}
+    return write_checkpoint(folder / "other_model.safetensors", model_tensors(CascadeNet(config)), meta)
+
+
+@dataclass
+class Run:
+    """A command line that must fail: ``named`` must appear in the message, ``outputs`` stay empty."""
+
+    args: List[str]
+    named: Path
+    env: Dict[str, str] = field(default_factory=dict)
+    marker: Optional[Path] = None  # must not exist afterwards (code in a pickle did not run)
+
+
+@dataclass
+class CommandCase:
+    name: str
+    title: str
+    command: str
+    build: Callable[[Path, Path], Run]  # (inputs folder, outputs folder) -> Run
+    expect: str
+    code: int = 2
+    fix: str = ""
+
+
+def _grid_mismatch(d: Path, out: Path) -> Run:
+    other = AFFINE.copy()
+    other[0, 0] = 3.0
+    warped = _nifti(d / "warped_labels.nii.gz", (_volume() > 50).astype(np.int16), other)
+    return Run(["evaluate", "--fixed-labels", str(good_labels(d)), "--warped-labels", str(warped), "--json", str(out / "scores.json")], warped)
+
+
+def _no_overlap(d: Path, out: Path) -> Run:
+    far = AFFINE.copy()
+    far[:3, 3] += 1000.0  # one metre away, and the config starts from the identity
+    moving = _nifti(d / "far_away.nii.gz", _volume(1), far)
+    config = _write(d / "no_init.yaml", "affine:\n  init: none\n")
+    return Run(["register", str(moving), str(good_image(d)), "--out", str(out / "result"), "--config", str(config), "--no-progress"], moving)
+
+
+def _register_memory(d: Path, out: Path) -> Run:
+    fixed = good_image(d, "fixed.nii.gz")
+    return Run(["register", str(good_image(d)), str(fixed), "--out", str(out / "result"), "--config", "fast", "--no-progress"],
+               fixed, env={"REGKIT_MEMORY_LIMIT": "32M"})
+
+
+def _apply_memory(d: Path, out: Path) -> Run:
+    big = AFFINE.copy()
+    reference = _nifti(d / "reference_64cubed.nii.gz", np.zeros((64, 64, 64), np.float32), big)
+    return Run(["apply", str(identity_transform(d)), str(good_image(d)), "-r", str(reference), "-o", str(out / "warped.nii.gz")],
+               reference, env={"REGKIT_MEMORY_LIMIT": "8M"})
+
+
+def _config_key_register(d: Path, out: Path) -> Run:
+    config = _write(d / "mine.yaml", "metirc: lncc\n")
+    return Run(["register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--out", str(out / "result"),
+                "--config", str(config)], config)
+
+
+def _config_key_train(d: Path, out: Path) -> Run:
+    config = train_recipe(d, good_image(d), good_image(d, "b.nii.gz", 2), optim={"stpes": 2})
+    return Run(["train", "--config", str(config), "--out", str(out / "run"), "--no-progress"], config)
+
+
+def _pickled_transform(d: Path, out: Path) -> Run:
+    marker = d / "code_ran"
+    bomb = _pickle_checkpoint(d / "transform.regkit.safetensors", marker)
+    return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bomb, marker=marker)
+
+
+def _pickled_checkpoint(d: Path, out: Path) -> Run:
+    marker = d / "code_ran"
+    bomb = _pickle_checkpoint(d / "last.safetensors", marker)
+    recipe = train_recipe(d, good_image(d), good_image(d, "b.nii.gz", 2))
+    return Run(["train", "--config", str(recipe), "--out", str(out / "run"), "--resume", str(bomb), "--no-progress"], bomb, marker=marker)
+
+
+def _other_model(d: Path, out: Path) -> Run:
+    ckpt = other_model_checkpoint(d)
+    recipe = train_recipe(d, good_image(d), good_image(d, "b.nii.gz", 2))
+    return Run(["train", "--config", str(recipe), "--out", str(out / "run"), "--resume", str(ckpt), "--no-progress"], ckpt)
+
+
+def _unsafe_yaml(d: Path, out: Path) -> Run:
+    marker = d / "code_ran"
+    config = _write(d / "evil.yaml", f"seed: !!python/object/apply:os.system ['touch {marker}']\n")
+    return Run(["train", "--config", str(config), "--out", str(out / "run"), "--no-progress"], config, marker=marker)
+
+
+COMMAND_CASES: List[CommandCase] = [
+    CommandCase("grid_mismatch", "warped labels not on the fixed labels' grid", "evaluate", _grid_mismatch,
+                r"is not on the grid of", fix="resample them onto the fixed grid: regkit apply ... --interp nearest"),
+    CommandCase("no_overlap", "no overlap in world space after initialisation", "register", _no_overlap,
+                r"falls inside the moving image", code=4,
+                fix="check both files are in world space (scanner coordinates); use affine.init center_of_mass"),
+    CommandCase("register_memory", "registration beyond the memory budget (REGKIT_MEMORY_LIMIT=32M)", "register", _register_memory,
+                r"needs about .* of memory", code=3, fix="--config fast, a larger finest spacing_mm, or more memory"),
+    CommandCase("apply_memory", "resampled output beyond the memory budget (REGKIT_MEMORY_LIMIT=8M)", "apply", _apply_memory,
+                r"needs about .* of memory", code=3, fix="a coarser reference grid, or more memory"),
+    CommandCase("config_key_register", "mistyped key in a register config", "register", _config_key_register,
+                r"metirc", fix="fix the key; `regkit register --help` lists the presets, configs/*.yaml the keys"),
+    CommandCase("config_key_train", "mistyped key in a training recipe", "train", _config_key_train,
+                r"optim\.stpes", fix="fix the key (see configs/train_*.yaml)"),
+    CommandCase("unsafe_yaml", "YAML with a Python object tag", "train", _unsafe_yaml,
+                r"YAML", fix="remove the tag: recipes are plain data"),
+    CommandCase("pickled_transform", "a pickle (torch.save) named .regkit.safetensors", "apply", _pickled_transform,
+                r"cannot be read as a regkit transform file", fix="only safetensors transforms are read; pickles are never unpickled"),
+    CommandCase("pickled_checkpoint", "a pickled checkpoint (torch.save)", "train", _pickled_checkpoint,
+                r"pickle", fix="only regkit's safetensors checkpoints are read; pickles are never unpickled"),
+    CommandCase("other_model", "a checkpoint of another model", "train", _other_model,
+                r"different model config", fix="resume with the recipe it was trained with"),
+]
+
+
 TABLE_START = "<!-- corpus table: generated by `python tests/bad_input_corpus.py`; do not edit by hand -->"
 TABLE_END = "<!-- end of corpus table -->"
 
@@ -239,15 +390,60 @@ def corpus_table(folder: Path) -> str:
     return "\n".join(rows)
 
 
-def rewrite_docs(doc: Path = ROOT / "docs" / "troubleshooting.md") -> bool:
-    """Replace the generated table in ``doc``; True if the file changed."""
+COMMANDS_START = "<!-- command table: generated by `python tests/bad_input_corpus.py`; do not edit by hand -->"
+COMMANDS_END = "<!-- end of command table -->"
+DOC = ROOT / "docs" / "troubleshooting.md"
+
+
+def run_command_case(case: CommandCase, folder: Path):
+    """Run ``case`` through the CLI in-process; returns (Run, exit code, stderr, files left in outputs)."""
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+
+    inputs, outputs = folder / "in", folder / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    run = case.build(inputs, outputs)
+    result = CliRunner().invoke(app, run.args, env=run.env or None)
+    left = sorted(p for p in outputs.rglob("*") if p.is_file())
+    return run, result.exit_code, result.stderr, left
+
+
+def command_row(case: CommandCase, code: int, stderr: str, folder: Path) -> str:
+    """The docs row for what a command case really did (paths shortened to file names)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("regkit: error: ")]
+    if code == 0 or not errors:
+        observed = "(accepted: not refused yet)"
+    else:
+        observed = "`" + errors[-1][len("regkit: error: "):].replace(str(folder / "in") + "/", "").replace(str(folder / "out") + "/", "") + "`"
+    return f"| {case.title} | `regkit {case.command}` | {code} | {observed} | {case.fix} |"
+
+
+def command_table(folder: Path) -> str:
+    rows = ["| input | command | exit | message (`regkit: error: ...`) | what to do |", "|---|---|---|---|---|"]
+    for case in COMMAND_CASES:
+        sub = folder / case.name
+        sub.mkdir()
+        _, code, stderr, _ = run_command_case(case, sub)
+        rows.append(command_row(case, code, stderr, sub))
+    return "\n".join(rows)
+
+
+def _replace_between(text: str, start: str, end: str, body: str) -> str:
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda m: f"{start}\n{body}\n{end}", text, flags=re.S)
+
+
+def rewrite_docs(doc: Path = DOC) -> bool:
+    """Regenerate both tables in ``doc`` from real runs; True if the file changed."""
     import tempfile
 
     text = doc.read_text()
     with tempfile.TemporaryDirectory() as d:
-        table = corpus_table(Path(d))
-    new = re.sub(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), lambda m: f"{TABLE_START}\n{table}\n{TABLE_END}",
-                 text, flags=re.S)
+        (Path(d) / "reader").mkdir()
+        (Path(d) / "commands").mkdir()
+        new = _replace_between(text, TABLE_START, TABLE_END, corpus_table(Path(d) / "reader"))
+        new = _replace_between(new, COMMANDS_START, COMMANDS_END, command_table(Path(d) / "commands"))
     if new != text:
         doc.write_text(new)
     return new != text

@@ -21,8 +21,8 @@ import yaml
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bad_input_corpus import IMAGE_CASES, Case, good_image, good_labels  # noqa: E402
-from cascade_helpers import TINY_MODEL  # noqa: E402
+from bad_input_corpus import (COMMAND_CASES, DOC, IMAGE_CASES, Case, command_row, good_image, good_labels,  # noqa: E402
+                              identity_transform, other_model_checkpoint, run_command_case, train_recipe)
 
 from regkit.cli.main import app  # noqa: E402
 from regkit.errors import RegkitError  # noqa: E402
@@ -115,35 +115,14 @@ def _command_ready(name: str) -> bool:
     return result.exit_code == 0 and "not implemented yet" not in result.output
 
 
-def _identity_transform(folder: Path) -> Path:
-    from regkit.io.transform_files import write_transform
-    from regkit.transforms import AffineTransform
-
-    path = folder / "identity.regkit.safetensors"
-    if not path.exists():
-        write_transform(AffineTransform(), path)
-    return path
-
-
-def _train_recipe(folder: Path, moving: Path, fixed: Path, **extra) -> Path:
-    manifest = folder / "pairs.csv"
-    manifest.write_text(f"moving,fixed\n{moving},{fixed}\n{fixed},{moving}\n")
-    recipe = {"model": TINY_MODEL, "data": {"manifest": str(manifest)}, "augment": {"enabled": False},
-              "optim": {"steps": 2}, "val_every": 1000, "checkpoint_every": 1000, "log_every": 1}
-    recipe.update(extra)
-    path = folder / "train.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
 # Each builder: (inputs folder, bad file, outputs folder) -> command line; it applies to the
 # roles listed. Outputs go to their own folder, which must stay empty.
 Builder = Callable[[Path, Path, Path], List[str]]
 COMMANDS: Dict[str, Tuple[str, Tuple[str, ...], Builder]] = {
     "apply-moving": ("apply", ("image",), lambda d, bad, out: [
-        "apply", str(_identity_transform(d)), str(bad), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")]),
+        "apply", str(identity_transform(d)), str(bad), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")]),
     "apply-reference": ("apply", ("image",), lambda d, bad, out: [
-        "apply", str(_identity_transform(d)), str(good_image(d)), "-r", str(bad), "-o", str(out / "warped.nii.gz")]),
+        "apply", str(identity_transform(d)), str(good_image(d)), "-r", str(bad), "-o", str(out / "warped.nii.gz")]),
     "evaluate-labels": ("evaluate", ("image", "label"), lambda d, bad, out: [
         "evaluate", "--fixed-labels", str(good_labels(d)), "--warped-labels", str(bad), "--json", str(out / "scores.json")]),
     "register-moving": ("register", ("image", "intensity"), lambda d, bad, out: [
@@ -151,7 +130,7 @@ COMMANDS: Dict[str, Tuple[str, Tuple[str, ...], Builder]] = {
     "register-fixed": ("register", ("image", "intensity"), lambda d, bad, out: [
         "register", str(good_image(d)), str(bad), "--out", str(out / "result"), "--config", "fast", "--no-progress"]),
     "train-manifest": ("train", ("image",), lambda d, bad, out: [
-        "train", "--config", str(_train_recipe(d, bad, good_image(d))), "--out", str(out / "run"), "--no-progress"]),
+        "train", "--config", str(train_recipe(d, bad, good_image(d))), "--out", str(out / "run"), "--no-progress"]),
 }
 # where a command words a case its own way (the manifest reader checks files exist itself)
 EXPECT_OVERRIDE = {("train-manifest", "missing"): r"does not exist", ("train-manifest", "directory"): r"does not exist"}
@@ -206,7 +185,7 @@ def test_command_refuses_bad_input(command_key: str, case: Case, tmp_path):
 
 def test_debug_shows_the_traceback(tmp_path):
     bad = CASES["nan"].make(tmp_path)
-    args = ["apply", str(_identity_transform(tmp_path)), str(bad), "-r", str(good_image(tmp_path)), "-o", str(tmp_path / "o.nii.gz")]
+    args = ["apply", str(identity_transform(tmp_path)), str(bad), "-r", str(good_image(tmp_path)), "-o", str(tmp_path / "o.nii.gz")]
     quiet = CliRunner().invoke(app, args)
     loud = CliRunner().invoke(app, ["--debug"] + args)
     assert quiet.exit_code == loud.exit_code == 2
@@ -217,104 +196,58 @@ def test_debug_shows_the_traceback(tmp_path):
     common.STATE["debug"] = False
 
 
-# -------------------------------------------------------- files that are not images: configs, checkpoints
-def _pickle_bomb(path: Path, marker: Path) -> Path:
-    from bad_input_corpus import _pickle_checkpoint
+# ------------------------------------------ cases that need a whole command (configs, checkpoints, pairs)
+# known gaps, reported to their owners: xfail so the test starts passing (and says so) when fixed
+COMMAND_GAPS = {
+    "apply_memory": "regkit apply does not estimate the resampling's memory (regkit.resources) yet",
+    "no_overlap": "regkit register's no-overlap error does not name the files yet",
+}
 
-    return _pickle_checkpoint(path, marker)
+
+@pytest.mark.parametrize("case", COMMAND_CASES, ids=lambda c: c.name)
+def test_command_case_is_refused_in_one_line(case, tmp_path):
+    if not _command_ready(case.command):
+        pytest.skip(f"regkit {case.command} is not implemented yet")
+    run, code, stderr, left = run_command_case(case, tmp_path)
+    if run.marker is not None:
+        assert not run.marker.exists(), "code inside an untrusted file ran"
+    row = command_row(case, code, stderr, tmp_path)
+    assert row in DOC.read_text(), f"docs/troubleshooting.md is out of date (python tests/bad_input_corpus.py): {row}"
+    try:
+        message = _one_error_line(stderr)
+        assert str(run.named) in message, message
+        assert re.search(case.expect, message), message
+        assert code == case.code, (code, message)
+    except AssertionError as e:
+        if case.name in COMMAND_GAPS:
+            pytest.xfail(f"{COMMAND_GAPS[case.name]} (exit {code}: {str(e).splitlines()[0][:200]})")
+        raise
+    assert left == [], left
 
 
-def test_pickled_transform_is_refused_without_running_it(tmp_path):
-    marker = tmp_path / "pwned"
-    bomb = _pickle_bomb(tmp_path / "evil.regkit.safetensors", marker)
-    result = CliRunner().invoke(app, ["apply", str(bomb), str(good_image(tmp_path)), "-r", str(good_image(tmp_path)),
-                                      "-o", str(tmp_path / "out.nii.gz")])
+def test_existing_output_is_kept_without_force(tmp_path):
+    output = tmp_path / "warped.nii.gz"
+    output.write_bytes(b"an earlier result")
+    args = ["apply", str(identity_transform(tmp_path)), str(good_image(tmp_path)), "-r", str(good_image(tmp_path)), "-o", str(output)]
+    result = CliRunner().invoke(app, args)
     message = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and str(bomb) in message, message
-    assert not marker.exists() and not (tmp_path / "out.nii.gz").exists()
-
-
-def test_pickled_checkpoint_is_refused_without_running_it(tmp_path):
-    if not _command_ready("train"):
-        pytest.skip("regkit train is not implemented yet")
-    marker = tmp_path / "pwned"
-    bomb = _pickle_bomb(tmp_path / "last.safetensors", marker)
-    recipe = _train_recipe(tmp_path, good_image(tmp_path, "a.nii.gz", 1), good_image(tmp_path, "b.nii.gz", 2))
-    result = CliRunner().invoke(app, ["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--resume", str(bomb), "--no-progress"])
-    message = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and str(bomb) in message and "pickle" in message, message
-    assert not marker.exists()
-    assert not (tmp_path / "run").exists()
-
-
-def _checkpoint_of(tmp_path: Path, model: dict, **metadata) -> Path:
-    """A checkpoint written by the cascade's own writer, for ``model`` (a ModelConfig dict)."""
-    from regkit.nn.cascade import CascadeNet
-    from regkit.nn.checkpoint import model_tensors, write_checkpoint
-    from regkit.nn.config import ModelConfig
-
-    config = ModelConfig.model_validate(model)
-    net = CascadeNet(config)
-    meta = {"model_config": config.model_dump(mode="json"), "step": 1}
-    meta.update(metadata)
-    return write_checkpoint(tmp_path / "other.safetensors", model_tensors(net), meta)
-
-
-def test_checkpoint_from_another_model_is_refused(tmp_path):
-    if not _command_ready("train"):
-        pytest.skip("regkit train is not implemented yet")
-    other = dict(TINY_MODEL, stages=TINY_MODEL["stages"][:1])  # one stage fewer than the recipe
-    ckpt = _checkpoint_of(tmp_path, other)
-    recipe = _train_recipe(tmp_path, good_image(tmp_path, "a.nii.gz", 1), good_image(tmp_path, "b.nii.gz", 2))
-    result = CliRunner().invoke(app, ["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--resume", str(ckpt), "--no-progress"])
-    message = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and str(ckpt) in message, message
-    assert "different model config" in message and "stages" in message, message
-    assert not (tmp_path / "run").exists()
+    assert result.exit_code == 2 and message == f"{output}: exists; pass --force to overwrite"
+    assert output.read_bytes() == b"an earlier result"
+    assert CliRunner().invoke(app, args + ["--force"]).exit_code == 0
+    assert output.read_bytes() != b"an earlier result"
 
 
 def test_checkpoint_of_another_format_version_is_refused(tmp_path):
-    from regkit.nn.checkpoint import read_checkpoint
+    from regkit.nn.checkpoint import read_checkpoint, write_checkpoint
 
-    ckpt = _checkpoint_of(tmp_path, TINY_MODEL, format_version="999")
+    genuine = read_checkpoint(other_model_checkpoint(tmp_path))
+    future = write_checkpoint(tmp_path / "future.safetensors", genuine.tensors, {**genuine.metadata, "format_version": "999"})
     try:
-        read_checkpoint(ckpt)
+        read_checkpoint(future)
     except RegkitError as e:
-        assert str(ckpt) in str(e) and "version" in str(e)
+        assert str(future) in str(e) and "version" in str(e)
         return
     pytest.xfail("read_checkpoint does not check format_version yet (reported to the cascade developer)")
-
-
-@pytest.mark.parametrize("command", ["train", "register"])
-def test_mistyped_config_key_is_refused(command, tmp_path):
-    if not _command_ready(command):
-        pytest.skip(f"regkit {command} is not implemented yet")
-    a, b = good_image(tmp_path, "a.nii.gz", 1), good_image(tmp_path, "b.nii.gz", 2)
-    if command == "train":
-        config = _train_recipe(tmp_path, a, b, optim={"stpes": 2})
-        args = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"]
-        key = "optim.stpes"
-    else:
-        config = tmp_path / "mine.yaml"
-        config.write_text("metirc: lncc\n")
-        args = ["register", str(a), str(b), "--config", str(config), "--out", str(tmp_path / "run")]
-        key = "metirc"
-    result = CliRunner().invoke(app, args)
-    message = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and str(config) in message and key in message, message
-    assert not (tmp_path / "run").exists()
-
-
-def test_yaml_is_read_safely(tmp_path):
-    """A recipe with a Python object tag is refused (yaml.safe_load), not constructed."""
-    if not _command_ready("train"):
-        pytest.skip("regkit train is not implemented yet")
-    config = tmp_path / "evil.yaml"
-    config.write_text("seed: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\n")
-    result = CliRunner().invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "run")])
-    message = _one_error_line(result.stderr)
-    assert result.exit_code == 2 and str(config) in message, message
-    assert not (tmp_path / "pwned").exists()
 
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path, monkeypatch):
@@ -348,7 +281,7 @@ def test_end_to_end_bad_input_real_exit_code(tmp_path):
     out.mkdir()
     case = CASES["truncated_gz"]
     bad = case.make(tmp_path)
-    proc = _regkit("apply", str(_identity_transform(tmp_path)), str(bad), "-r", str(good_image(tmp_path)),
+    proc = _regkit("apply", str(identity_transform(tmp_path)), str(bad), "-r", str(good_image(tmp_path)),
                    "-o", str(out / "w.nii.gz"))
     assert proc.returncode == case.code, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"regkit: error: {bad}: "), proc.stderr
