@@ -294,3 +294,39 @@ def test_help_documents_exit_codes():
     text = " ".join(proc.stdout.split())
     assert proc.returncode == 0
     assert "2 bad input or usage" in text and "3 not enough memory" in text and "130 interrupted" in text
+
+
+def test_no_code_path_can_unpickle_or_eval():
+    """Static guard over regkit's sources: no pickle/marshal/shelve import, torch.load only with
+    weights_only=True, numpy loads without allow_pickle, YAML only through safe_load, no eval/exec."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    problems = []
+    for path in sorted([*(root / "regkit").rglob("*.py"), *(root / "cli").rglob("*.py")]):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                if any(n.split(".")[0] in ("pickle", "cPickle", "dill", "marshal", "shelve", "joblib") for n in names):
+                    problems.append(f"{where}: imports {names}")
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            keywords = {k.arg: k.value for k in node.keywords}
+            if isinstance(func, ast.Name) and name in ("eval", "exec"):
+                problems.append(f"{where}: {name}()")
+            if owner == "torch" and name == "load":
+                w = keywords.get("weights_only")
+                if not (isinstance(w, ast.Constant) and w.value is True):
+                    problems.append(f"{where}: torch.load without weights_only=True")
+            if owner in ("np", "numpy") and name == "load":
+                a = keywords.get("allow_pickle")
+                if isinstance(a, ast.Constant) and a.value is True:
+                    problems.append(f"{where}: np.load(allow_pickle=True)")
+            if owner == "yaml" and name in ("load", "unsafe_load", "full_load", "load_all", "unsafe_load_all"):
+                problems.append(f"{where}: yaml.{name} (use yaml.safe_load)")
+    assert problems == [], problems
