@@ -97,3 +97,36 @@ def test_unmutated_file_loads_with_its_geometry(tmp_path):
     assert img.shape == (6, 5, 4)
     assert float(img.data[0, 1, 0, 0]) == pytest.approx(4 * 5 * 0.5 + 1.0)  # slope 0.5, inter 1
     assert img.spacing == pytest.approx((2.0, 3.0, 2.5))
+
+
+def _mutate_text_header(blob: bytes, header_end: int, rng: random.Random) -> bytes:
+    """Change a few characters of a MetaImage's text header (digits, signs, separators mostly)."""
+    b = bytearray(blob)
+    for _ in range(rng.randint(1, 3)):
+        pos = rng.randrange(header_end) if rng.random() < 0.8 else rng.randrange(len(b))
+        b[pos] = rng.choice(b"0123456789-. \ne9") if rng.random() < 0.7 else rng.randrange(256)
+    return bytes(b)
+
+
+def test_mutated_metaimage_gives_image_or_clean_error(tmp_path):
+    """The SimpleITK path (.mha): 100 header mutations, same rule as for NIfTI."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6))
+    image.SetSpacing([1.5, 2.0, 2.5])
+    valid_path = tmp_path / "valid.mha"
+    sitk.WriteImage(image, str(valid_path))
+    valid = valid_path.read_bytes()
+    header_end = valid.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    outcomes = {"loaded": 0, "error": 0}
+    for seed in range(100):
+        path = tmp_path / f"case{seed}.mha"
+        path.write_bytes(_mutate_text_header(valid, header_end, random.Random(seed)))
+        try:
+            outcomes[_load_or_clean_error(path)] += 1
+        except AssertionError:
+            raise
+        except Exception as e:  # pragma: no cover - the failure report
+            pytest.fail(f"seed {seed} ({path.name}): {type(e).__name__}: {e}")
+        path.unlink()
+    assert outcomes["loaded"] > 10 and outcomes["error"] > 10, outcomes
