@@ -129,6 +129,13 @@ COMMANDS: Dict[str, Tuple[str, Tuple[str, ...], Builder]] = {
         "register", str(bad), str(good_image(d)), "--out", str(out / "result"), "--config", "fast", "--no-progress"]),
     "register-fixed": ("register", ("image", "intensity"), lambda d, bad, out: [
         "register", str(good_image(d)), str(bad), "--out", str(out / "result"), "--config", "fast", "--no-progress"]),
+    "register-moving-labels": ("register", ("image", "label"), lambda d, bad, out: [
+        "register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--moving-labels", str(bad),
+        "--out", str(out / "result"), "--config", "fast", "--no-progress"]),
+    "qc-moving": ("qc", ("image",), lambda d, bad, out: [
+        "qc", "--fixed", str(good_image(d)), "--moving", str(bad), "-t", str(identity_transform(d)), "-o", str(out / "qc")]),
+    "export-reference": ("export", ("image",), lambda d, bad, out: [
+        "export", str(identity_transform(d)), "-r", str(bad), "-f", "ants", "-o", str(out / "exported")]),
     "train-manifest": ("train", ("image",), lambda d, bad, out: [
         "train", "--config", str(train_recipe(d, bad, good_image(d))), "--out", str(out / "run"), "--no-progress"]),
 }
