@@ -326,3 +326,13 @@ def test_lncc_reuses_fixed_statistics_only_for_the_same_unchanged_tensor():
     assert sim.lncc(f, w, window=3).item() == pytest.approx(sim.lncc(f.clone(), w, window=3).item(), abs=1e-14)
     assert sim.lncc(f, w, window=3).item() != pytest.approx(first)
     assert sim.lncc(f, w, window=5).item() == pytest.approx(sim.lncc(f.clone(), w, window=5).item(), abs=1e-14)
+
+
+def test_mind_reuses_the_fixed_descriptor_only_for_the_same_unchanged_tensor():
+    f = smooth_volume((9, 8, 7))
+    w = smooth_volume((9, 8, 7), seed=6)
+    first = sim.mind(f, w).item()
+    assert sim.mind(f, w).item() == first
+    f.add_(w)
+    assert sim.mind(f, w).item() == pytest.approx(sim.mind(f.clone(), w).item(), abs=1e-14)
+    assert sim.mind(f, w, radius=1).item() == pytest.approx(sim.mind(f.clone(), w, radius=1).item(), abs=1e-14)

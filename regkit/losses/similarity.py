@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -213,21 +213,33 @@ class _LocalNCCSquared(torch.autograd.Function):
         return grad_f, grad_w, None, None, None, None
 
 
-# the last fixed image LNCC saw: (weak reference, its version counter, window, (f, mean, var))
+# per loss name: (weak reference to the fixed tensor, its version counter, settings, value)
 _last_fixed: dict = {}
 
 
-def _fixed_statistics(fixed: Tensor, window: Tuple[int, int, int]) -> Tuple[Tensor, Tensor, Tensor]:
-    """The standardised fixed image and its local mean and variance, reused while the SAME
-    tensor object (unchanged: same version counter) comes back with the same window — as in an
-    optimiser's iterations — which saves 2 of the 5 local moments. Holds one entry."""
-    entry = _last_fixed.get("entry")
-    if entry is not None and entry[0]() is fixed and entry[1] == fixed._version and entry[2] == window:
+def _remembered_for_fixed(name: str, fixed: Tensor, settings: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, reused while the SAME fixed tensor object, unchanged (same version counter),
+    comes back with the same ``settings`` — as in an optimiser's iterations. One entry per
+    ``name``, so at most one fixed image's results are held. Only for a fixed image that needs
+    no gradient."""
+    entry = _last_fixed.get(name)
+    if entry is not None and entry[0]() is fixed and entry[1] == fixed._version and entry[2] == settings:
         return entry[3]
-    f = _standardize(fixed)
-    stats = (f, *_mean_and_variance(f, window))
-    _last_fixed["entry"] = (weakref.ref(fixed), fixed._version, window, stats)
-    return stats
+    with torch.no_grad():
+        value = compute()
+    _last_fixed[name] = (weakref.ref(fixed), fixed._version, settings, value)
+    return value
+
+
+def _fixed_statistics(fixed: Tensor, window: Tuple[int, int, int]) -> Tuple[Tensor, Tensor, Tensor]:
+    """The standardised fixed image and its local mean and variance (saves 2 of the 5 local
+    moments on every call after the first with this fixed tensor)."""
+
+    def compute() -> Tuple[Tensor, Tensor, Tensor]:
+        f = _standardize(fixed)
+        return (f, *_mean_and_variance(f, window))
+
+    return _remembered_for_fixed("lncc", fixed, window, compute)
 
 
 def local_ncc_squared(fixed: Tensor, warped: Tensor, window: Window = 5, eps: float = 1e-5) -> Tensor:
@@ -486,11 +498,16 @@ def mind(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None, radius: i
     """Mean squared difference of :func:`mind_ssc` descriptors (0 = identical structure).
 
     ``mask`` weights voxels (``(N, 1 | C, X, Y, Z)``); the 12 descriptor channels of a voxel
-    are averaged first.
+    are averaged first. A fixed image that needs no gradient has its descriptor computed once
+    and reused while the same unchanged tensor comes back (12 volumes held in memory).
     """
     _check_pair(fixed, warped)
     n, c = fixed.shape[:2]
-    diff = (mind_ssc(fixed, radius, dilation) - mind_ssc(warped, radius, dilation)).square()
+    if fixed.requires_grad:
+        fixed_descriptor = mind_ssc(fixed, radius, dilation)
+    else:  # computed once per fixed tensor (see _remembered_for_fixed): a third of the work
+        fixed_descriptor = _remembered_for_fixed("mind", fixed, (radius, dilation), lambda: mind_ssc(fixed, radius, dilation))
+    diff = (fixed_descriptor - mind_ssc(warped, radius, dilation)).square()
     per_voxel = diff.reshape(n, c, -1, *fixed.shape[2:]).mean(dim=2)
     return weighted_mean(per_voxel, mask)
 
