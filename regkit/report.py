@@ -297,8 +297,21 @@ def _html_page(numbers: Dict, png: bytes, title: str) -> str:
     )
 
 
+def report_grid(image: Image, max_voxels: int) -> Tuple[Image, int]:
+    """``image`` on every ``stride``-th voxel (same origin and axes) so it has at most
+    ``max_voxels``; stride 1 returns it unchanged."""
+    n = int(np.prod(image.shape))
+    stride = 1
+    while n / stride ** 3 > max_voxels:
+        stride += 1
+    if stride == 1:
+        return image, 1
+    scale = torch.diag(torch.tensor([stride, stride, stride, 1.0], dtype=torch.float64))
+    return Image(image.data[:, ::stride, ::stride, ::stride].contiguous(), image.affine @ scale, image.is_label), stride
+
+
 def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLike, labels: Labels = None,
-             force: bool = False, title: str = "regkit QC") -> Dict[str, object]:
+             force: bool = False, title: str = "regkit QC", max_voxels: int = 2 ** 24) -> Dict[str, object]:
     """Write ``qc.png``, ``qc.html`` and ``qc.json`` for a registration into ``out_dir``.
 
     Args:
@@ -309,6 +322,8 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
             labels > 0), or a pair ``(fixed_labels, moving_labels)`` (moving labels on their own
             grid) to add Dice before/after per label.
         force: overwrite existing report files.
+        max_voxels: a larger fixed grid is reported on every 2nd (3rd, …) voxel so memory stays
+            ~1.5 GB; ``report_grid_stride`` in the numbers says which (1 = every voxel).
     Returns:
         The numbers (as in ``qc.json``) plus ``"files"``: the paths written.
     """
@@ -318,9 +333,15 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
         check_writable(p, force)
     fixed = fixed.float() if fixed.is_label else fixed
     moving = moving.float() if moving.is_label else moving
+    fixed, stride = report_grid(fixed, max_voxels)
+    fixed_labels, moving_labels = _split_labels(labels)
+    if fixed_labels is not None:
+        fixed_labels = report_grid(fixed_labels, max_voxels)[0]
+    labels = fixed_labels if moving_labels is None else (fixed_labels, moving_labels)
     numbers, volumes = qc_numbers(fixed, moving, transform, labels)
+    numbers["report_grid_stride"] = stride
     fig = make_figure(fixed, volumes["before"], volumes["warped"], volumes["residual"], volumes["det"],
-                      _split_labels(labels)[0], title=title, subtitle=summary_line(numbers))
+                      fixed_labels, title=title, subtitle=summary_line(numbers))
     import io
 
     buffer = io.BytesIO()

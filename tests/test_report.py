@@ -57,9 +57,19 @@ def test_identity_report_files_and_numbers(tmp_path):
     assert saved["jacobian"]["min"] == pytest.approx(1.0, abs=1e-6) and saved["jacobian"]["max"] == pytest.approx(1.0, abs=1e-6)
     assert saved["mean_dice_after"] == 1.0 and saved["dice_after"] == {"1": 1.0, "2": 1.0}
     assert saved["displacement_mm"]["max"] == pytest.approx(0.0, abs=1e-5)
+    assert saved["report_grid_stride"] == 1
     with pytest.raises(OutputExistsError):
         write_qc(img, img, _identity(), tmp_path / "report")
     write_qc(img, img, _identity(), tmp_path / "report", force=True)
+
+
+def test_large_grids_are_reported_on_a_subsampled_grid(tmp_path):
+    img = _phantom()  # 7680 voxels
+    labels = _labels(img)
+    numbers = write_qc(img, img, _identity(), tmp_path, labels=(labels, labels), max_voxels=1000)
+    assert numbers["report_grid_stride"] == 2  # 7680 / 8 = 960 voxels
+    assert numbers["jacobian"]["voxels"] == int((labels.data[0, ::2, ::2, ::2] > 0).sum())
+    assert numbers["mean_dice_after"] == 1.0 and numbers["ncc_after"] == pytest.approx(1.0)
 
 
 def test_report_counts_known_folds_and_separates_the_affine(tmp_path):
