@@ -101,6 +101,11 @@ def main() -> None:
     for window in (5, 9):
         monai_lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=window, kernel_type="rectangular")
         report(f"monai LocalNCC rectangular {window}", time_forward_backward(lambda f, w: monai_lncc(w, f), fixed, warped, args.repeats))
+    from monai.losses import BendingEnergyLoss, DiffusionLoss
+
+    # voxel units only: no spacing, so not physical on anisotropic grids (timed for comparison)
+    report("monai DiffusionLoss (voxel units)", time_backward(DiffusionLoss(), field, args.repeats))
+    report("monai BendingEnergyLoss (voxel units)", time_backward(BendingEnergyLoss(), field, args.repeats))
     for kernel in ("b-spline", "gaussian"):
         monai_mi = GlobalMutualInformationLoss(kernel_type=kernel, num_bins=32)
         # MONAI's MI expects intensities in [0, 1]

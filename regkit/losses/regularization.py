@@ -6,6 +6,11 @@ are physical (mm/mm, 1/mm) and do not change with the grid resolution. :func:`di
 :func:`bending_energy` are squared Frobenius norms of the first / second derivatives, which a
 rotation of the grid leaves unchanged, so the spacing is all they need even on oblique or flipped
 grids. The Jacobian determinant needs the direction too and takes the grid's affine.
+
+MONAI's ``DiffusionLoss`` / ``BendingEnergyLoss`` work in voxel units (no spacing, so they are
+not physical on anisotropic grids) and are slower here (forward + backward on a 3×100×120×100
+field, 1 thread on a shared machine: diffusion ~75 vs ~95 ms, bending ~170 vs ~300 ms); MONAI
+has no physical-space Jacobian. Importing MONAI also costs seconds, so this module does not.
 """
 from __future__ import annotations
 
