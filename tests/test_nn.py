@@ -156,3 +156,45 @@ def test_prediction_exports_like_any_transform(tmp_path, pair):
     assert torch.allclose(native.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-4)
     field = read_transform(write_transform(transform, tmp_path / "t_field.nii.gz", reference=fixed))
     assert torch.allclose(field.displacement_on(fixed.affine, fixed.shape).float(), expected, atol=1e-3)
+
+
+def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair):
+    from regkit.nn.predict import predict
+    from regkit.nn.register import register_with_model
+
+    moving, fixed = pair
+    model = _model(perturb=True)
+    plain = register_with_model(moving, fixed, model)
+    expected = predict(model, moving, fixed).displacement_on(fixed.affine, fixed.shape)
+    assert torch.allclose(plain.transform.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-4)
+    assert plain.warped.shape == fixed.shape and plain.transform.transforms[-1] is plain.affine
+    assert plain.log["refine"] == 0 and plain.log["predict_seconds"] > 0
+    coarse = {"deformable": {"levels": [{"spacing_mm": 5.0, "control_spacing_mm": 10.0, "iterations": 1}]}}
+    refined = register_with_model(moving, fixed, model, refine=4, config=coarse)
+    loss = refined.log["levels"][-1]["loss"]
+    assert len(loss) >= 2 and loss[-1] < loss[0]
+    assert refined.transform.transforms[-1] is refined.affine
+    assert not torch.allclose(refined.transform.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-2)
+
+
+def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_paths):
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.nn.register import rank_share, register_cohort
+
+    from cascade_helpers import write_manifest
+
+    assert rank_share(list(range(5)), rank=1, world_size=2) == [1, 3]
+    assert rank_share(list(range(5)), rank=0, world_size=1) == list(range(5))
+    model = _model(perturb=True)
+    ckpt = write_checkpoint(tmp_path / "m.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
+    manifest = write_manifest(tmp_path / "pairs.csv", sample_paths, both_directions=False)
+    rows = register_cohort(manifest, tmp_path / "out", ckpt)
+    assert [r["pair"] for r in rows] == [1]
+    for n in (1,):
+        for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors", "affine.mat", "warp.nii.gz"):
+            assert (tmp_path / "out" / f"pair00{n}" / name).is_file(), name
+    assert (tmp_path / "out" / "cohort_rank0.csv").read_text().startswith("pair,moving,fixed,seconds")
+    from regkit.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        register_cohort(manifest, tmp_path / "out", ckpt)
