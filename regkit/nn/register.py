@@ -66,32 +66,47 @@ def rank_share(items: List, rank: Optional[int] = None, world_size: Optional[int
     return items[rank::world_size]
 
 
-def register_cohort(manifest: PathLike, out_dir: PathLike, model: PathLike, refine: int = 0, config=None,
+def model_start(model: Union[PathLike, torch.nn.Module], moving: Image, fixed: Image, refine: int = 0, config=None,
+                metric: Optional[str] = None, device: Optional[str] = None):
+    """``(initial transform, optimiser config)`` for ``regkit register --model [--refine N]``: the
+    cascade's prediction and the config that runs ``refine`` iterations from it (none at 0)."""
+    from regkit.nn.predict import predict
+
+    dev = device or "cpu"
+    return predict(load(model, dev), moving, fixed, dev), refine_config(config, refine, metric)
+
+
+def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathLike] = None, refine: int = 0, config=None,
                     metric: Optional[str] = None, device: Optional[str] = None, force: bool = False) -> List[Dict[str, object]]:
-    """Register every pair of a manifest (CSV/JSON as for training) with a cascade.
+    """Register every pair of a manifest (CSV/JSON as for training): with a cascade (``model``,
+    plus ``refine`` optimiser iterations) or, without one, by the optimiser alone (``config``).
 
     Pair ``n`` (1-based, manifest order) goes to ``out_dir/pairNNN/`` with the files of
-    ``regkit register --out``. Under torchrun each rank takes every WORLD_SIZE-th pair and writes
-    ``out_dir/cohort_rank<R>.csv`` (pair, moving, fixed, seconds).
+    ``regkit register --out``. Under torchrun each rank takes every WORLD_SIZE-th pair (checking
+    its own outputs before any work) and writes ``out_dir/cohort_rank<R>.csv``.
     """
     from regkit.io.atomic import write_text
     from regkit.io.images import load_image, load_label
+    from regkit.optimize import register
     from regkit.optimize.outputs import check_outputs, write_result
     from regkit.train.data import read_manifest
 
-    pairs = list(enumerate(read_manifest(Path(manifest)), start=1))
+    mine = rank_share(list(enumerate(read_manifest(Path(manifest)), start=1)))
     out = Path(out_dir)
-    for n, pair in pairs:  # refuse before any work, on every rank alike
+    for n, pair in mine:
         check_outputs(out / f"pair{n:03d}", pair.moving_labels is not None, force)
-    net = load(model, device)
+    net = load(model, device) if model is not None else None
     rows: List[Dict[str, object]] = []
-    for n, pair in rank_share(pairs):
-        result = register_with_model(load_image(pair.moving), load_image(pair.fixed), net, refine, config, metric, device)
+    for n, pair in mine:
+        moving, fixed = load_image(pair.moving), load_image(pair.fixed)
+        if net is not None:
+            result = register_with_model(moving, fixed, net, refine, config, metric, device)
+        else:
+            result = register(moving, fixed, config=config, device=device, metric=metric)
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
         write_result(result, out / f"pair{n:03d}", labels, force=force)
         rows.append({"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": result.log["total_seconds"]})
-    rank = int(os.environ.get("RANK", "0"))
     if rows:
         lines = [",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]
-        write_text(out / f"cohort_rank{rank}.csv", "\n".join(lines) + "\n", force=True)
+        write_text(out / f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv", "\n".join(lines) + "\n", force=True)
     return rows
