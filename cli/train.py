@@ -10,10 +10,7 @@ from regkit.cli.common import handle_errors, resolve_device, set_threads, setup_
 
 HELP = """Train the learned cascade (affine localisation net + dense-field U-Net stages).
 
-The YAML recipe (see configs/train_*.yaml) names the data (a CSV/JSON manifest of pairs or a
-folder of subjects), the model, the loss, augmentation and the optimiser; unknown keys are
-errors. The run folder gets last.safetensors, best.safetensors (by validation Dice), log.csv and
-config.yaml. Ctrl-C or SIGTERM saves last.safetensors and stops; continue with --resume.
+The YAML recipe (see configs/train_*.yaml) names the data (a CSV/JSON manifest of pairs or a folder of subjects), the model, the loss, augmentation and the optimiser; unknown keys are errors. Paths in its data section are relative to the YAML file. The run folder gets last.safetensors, best.safetensors (by validation Dice), log.csv and config.yaml. Ctrl-C or SIGTERM saves last.safetensors and stops (exit 130); continue with --resume.
 
 Examples:
 
