@@ -358,3 +358,36 @@ def test_every_similarity_is_lowest_at_the_true_alignment_of_the_sample_brain(na
     aligned = at((0, 0, 0))
     shifted = [at(tuple(s if a == axis else 0 for a in range(3))) for axis in range(3) for s in (-1, 1)]
     assert aligned < min(shifted)
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.01, 100.0).flatmap(lambda s: st.sampled_from([s, -s])),
+    offset=st.floats(-1000.0, 1000.0),
+)
+def test_lncc_is_symmetric_and_blind_to_affine_intensity_changes_of_either_image(seed, scale, offset):
+    f = smooth_volume((8, 7, 9), seed=seed)
+    w = smooth_volume((8, 7, 9), seed=seed + 1) + 0.5 * f
+    base = sim.lncc(f, w, window=3).item()
+    assert sim.lncc(w, f, window=3).item() == pytest.approx(base, abs=1e-9)
+    assert sim.lncc(f, scale * w + offset, window=3).item() == pytest.approx(base, abs=1e-6)
+    assert sim.lncc(scale * f + offset, w, window=3).item() == pytest.approx(base, abs=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), bins=st.integers(4, 40))
+def test_mi_depends_only_on_the_joint_intensities_not_on_where_the_voxels_are(seed, bins):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(1, 1, 6, 5, 4, generator=g, dtype=torch.float64)
+    w = f.square() + 0.3 * torch.randn(1, 1, 6, 5, 4, generator=g, dtype=torch.float64)
+    order = torch.randperm(120, generator=g)
+    shuffle = lambda t: t.flatten()[order].reshape(t.shape)  # noqa: E731 - same permutation for both
+    base = sim.mutual_information(f, w, bins=bins)
+    assert sim.mutual_information(shuffle(f), shuffle(w), bins=bins).item() == pytest.approx(base.item(), abs=1e-12)
+    assert -base.item() >= -1e-12  # MI >= 0
