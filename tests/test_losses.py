@@ -391,3 +391,13 @@ def test_mi_depends_only_on_the_joint_intensities_not_on_where_the_voxels_are(se
     base = sim.mutual_information(f, w, bins=bins)
     assert sim.mutual_information(shuffle(f), shuffle(w), bins=bins).item() == pytest.approx(base.item(), abs=1e-12)
     assert -base.item() >= -1e-12  # MI >= 0
+
+
+def test_local_ncc_squared_equals_monai_away_from_its_zero_padded_border():
+    monai_losses = pytest.importorskip("monai.losses")
+    g = torch.Generator().manual_seed(8)
+    f = torch.randn(2, 1, 12, 13, 14, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 1, 12, 13, 14, generator=g, dtype=torch.float64) + 0.5 * f
+    monai_lncc = monai_losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=5, kernel_type="rectangular", reduction="none")
+    theirs = -monai_lncc(w, f)[..., 2:-2, 2:-2, 2:-2]  # MONAI returns −NCC² per voxel, windows zero-padded
+    assert torch.allclose(sim.local_ncc_squared(f, w, 5, eps=0.0), theirs, atol=1e-9)
