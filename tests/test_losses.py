@@ -401,3 +401,17 @@ def test_local_ncc_squared_equals_monai_away_from_its_zero_padded_border():
     monai_lncc = monai_losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=5, kernel_type="rectangular", reduction="none")
     theirs = -monai_lncc(w, f)[..., 2:-2, 2:-2, 2:-2]  # MONAI returns −NCC² per voxel, windows zero-padded
     assert torch.allclose(sim.local_ncc_squared(f, w, 5, eps=0.0), theirs, atol=1e-9)
+
+
+def test_jacobian_determinant_of_a_nonlinear_field_matches_numpy_on_an_oblique_grid():
+    from regkit import space
+
+    affine = GRIDS["oblique"]
+    x = space.world_grid(affine, (6, 5, 7), dtype=torch.float64).numpy()  # (X, Y, Z, 3) mm
+    u = np.stack([0.01 * x[..., 1] ** 2, np.sin(0.1 * x[..., 0]) * x[..., 2] * 0.2, 0.05 * x[..., 0] * x[..., 1]], axis=0)
+    grads = np.stack(np.gradient(u, axis=(1, 2, 3)), axis=-1)  # (3 comps, X, Y, Z, 3 index axes)
+    jac = np.eye(3) + np.einsum("cxyze,ed->xyzcd", grads, np.linalg.inv(affine.numpy()[:3, :3]))
+    expected = np.linalg.det(jac)
+    got = reg.jacobian_determinant(torch.from_numpy(u)[None], affine)[0].numpy()
+    assert np.abs(expected - 1.0).max() > 0.05  # the field really is non-trivial
+    np.testing.assert_allclose(got, expected, atol=1e-12)
