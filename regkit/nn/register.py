@@ -43,16 +43,21 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
     (network and resampling onto its grid) and ``refine``; ``affine`` is the network's affine.
     """
     from regkit.nn.predict import predict
-    from regkit.optimize import register
+    from regkit.optimize import RegistrationResult, register
+    from regkit.resample import resample
 
     dev = device or "cpu"
     net = load(model, dev)
     start = time.perf_counter()
     initial = predict(net, moving, fixed, dev)
     predicted = time.perf_counter() - start
-    result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
-    if net.config.affine.enabled:
-        result.affine = initial.transforms[-1]
+    affine = initial.transforms[-1] if net.config.affine.enabled else None
+    if refine > 0:
+        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
+        result.affine = affine
+    else:  # the prediction is the result: skip the optimiser's own preprocessing
+        with torch.no_grad():
+            result = RegistrationResult(initial, resample(moving, initial, fixed), fixed, {"device": str(dev)}, affine)
     result.log.update({"model": str(model) if not isinstance(model, torch.nn.Module) else "in-memory",
                        "predict_seconds": round(predicted, 3), "refine": int(refine),
                        "total_seconds": round(time.perf_counter() - start, 3)})
