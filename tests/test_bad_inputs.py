@@ -337,3 +337,29 @@ def test_no_code_path_can_unpickle_or_eval():
             if owner == "yaml" and name in ("load", "unsafe_load", "full_load", "load_all", "unsafe_load_all"):
                 problems.append(f"{where}: yaml.{name} (use yaml.safe_load)")
     assert problems == [], problems
+
+
+def test_handle_errors_prints_one_line_for_every_failure(capsys):
+    """A multi-line RegkitError is folded into one line; a bug is one line with exit code 1 that
+    points to --debug; MemoryError is exit 3 with a hint."""
+    import typer
+
+    from regkit.cli import common
+    from regkit.errors import InputError
+
+    def run(exc):
+        @common.handle_errors
+        def command():
+            raise exc
+
+        with pytest.raises(typer.Exit) as info:
+            command()
+        return info.value.exit_code, capsys.readouterr().err
+
+    code, err = run(InputError("bad value\n  detail on a second line", "x.yaml"))
+    assert (code, err) == (2, "regkit: error: x.yaml: bad value detail on a second line\n")
+    code, err = run(ZeroDivisionError("division by zero"))
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("regkit: error: internal error: ZeroDivisionError: division by zero") and "--debug" in err
+    code, err = run(MemoryError())
+    assert code == 3 and err.count("\n") == 1 and "--config fast" in err
