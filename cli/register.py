@@ -89,10 +89,12 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     _check_memory(fixed_img, moving_img, cfg, fixed)
     result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
                       initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
+    t_write = time.perf_counter()
     written = write_result(result, out, labels, force=force)
     if qc:
         written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force)
-    typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0), err=True)
+    typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0,
+                            write_seconds=time.perf_counter() - t_write), err=True)
 
 
 def _check_memory(fixed_img, moving_img, cfg, path: Path) -> None:

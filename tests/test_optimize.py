@@ -97,8 +97,13 @@ def test_known_affine_recovered_to_half_a_millimetre(pair):
 
 
 # ----------------------------------------------------------------------------- deformable
+SMALL = {"affine": {"levels": [{"spacing_mm": 6, "iterations": 30}]},
+         "deformable": {"levels": [{"spacing_mm": 5, "control_spacing_mm": 10, "iterations": 25},
+                                   {"spacing_mm": 3, "control_spacing_mm": 6, "iterations": 12}]}}
+
+
 def test_sample_pair_dice_rises_over_affine_without_folding(pair):
-    result = register(pair["moving"], pair["fixed"], config="fast", seed=0)
+    result = register(pair["moving"], pair["fixed"], config=SMALL, seed=0)
     assert isinstance(result.transform, Compose) and isinstance(result.transform.transforms[-1], AffineTransform)
     assert isinstance(result.transform.transforms[0], VelocityField)
     affine_only = mean_dice(pair["fixed_labels"], resample(pair["moving_labels"], result.affine, pair["fixed"]))
@@ -110,7 +115,7 @@ def test_sample_pair_dice_rises_over_affine_without_folding(pair):
     det = metrics.jacobian_determinant(u, fixed.affine)
     assert float((det <= 0).float().mean()) < 1e-4
     assert result.warped.same_grid(fixed)
-    assert [lv["stage"] for lv in result.log["levels"]].count("deformable") == len(load_config("fast").deformable.levels)
+    assert [lv["stage"] for lv in result.log["levels"]] == ["affine", "deformable", "deformable"]
 
 
 def test_known_warp_recovered(pair):

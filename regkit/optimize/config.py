@@ -64,6 +64,7 @@ class RegistrationConfig(_Strict):
         default_factory=lambda: {"lncc": 1.0, "mse": 1.0, "mi": 1.0, "mind": 1.0},
         description="similarity multiplier per metric, so one regularisation weight suits all")
     crop_margin_mm: Optional[float] = Field(12.0, ge=0, description="crop the working grid to the fixed foreground + margin (null: no crop)")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the idle cores, see register.cpu_threads)")
     early_stop_window: int = Field(10, ge=2, description="iterations compared for the plateau test")
     early_stop_tolerance: float = Field(1e-4, ge=0, description="stop a level when the loss improves less than this per iteration")
     affine: AffineStage = AffineStage()

@@ -83,11 +83,14 @@ def log_text(log: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_line(log: Dict, out_dir: Path, n_files: int, wall_seconds: Optional[float] = None) -> str:
+def summary_line(log: Dict, out_dir: Path, n_files: int, wall_seconds: Optional[float] = None,
+                 write_seconds: Optional[float] = None) -> str:
     stages: Dict[str, float] = {}
     for lv in log.get("levels", []):
         stages[lv["stage"]] = stages.get(lv["stage"], 0.0) + lv["seconds"]
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    if write_seconds is not None:
+        parts += f", writing {write_seconds:.1f} s"
     total = f"{wall_seconds:.1f} s" if wall_seconds is not None else f"{log.get('total_seconds')} s"
     loss = log.get("final_loss")
     loss_s = f"; final loss {loss:.4f}" if isinstance(loss, float) else ""

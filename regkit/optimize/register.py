@@ -59,6 +59,22 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return torch.device(device)
 
 
+def cpu_threads() -> int:
+    """Threads for the CPU: every core this process may use that is not already busy.
+
+    torch synchronises its threads after every operation; when other processes keep the cores
+    busy, a descheduled thread stalls each of the ~100 small operations of an optimiser step
+    (measured on the 2-core benchmark machine under load: 2 threads ran a step 3x SLOWER than
+    1). So the 1-minute load average is subtracted from the core count (at least 1 thread).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        busy = 0.0
+    return max(1, min(cores, int(round(cores - busy))))
+
+
 def _check_inputs(moving: Image, fixed: Image) -> None:
     for name, im in (("moving", moving), ("fixed", fixed)):
         if not isinstance(im, Image):
@@ -101,12 +117,11 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     if seed is not None:
         torch.manual_seed(int(seed))
     if dev.type == "cpu":
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, n))
+        torch.set_num_threads(cfg.threads or cpu_threads())
 
     fixed_n, moving_n = _normalized(fixed), _normalized(moving)
     box = foreground_box(fixed_n, cfg.crop_margin_mm)
-    log: Dict[str, Any] = {"config": cfg.model_dump(), "device": str(dev), "seed": seed,
+    log: Dict[str, Any] = {"config": cfg.model_dump(), "device": str(dev), "seed": seed, "threads": torch.get_num_threads(),
                            "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape),
                            "working_box": list(box.shape), "levels": []}
 
