@@ -195,8 +195,10 @@ def estimate_registration(fixed_shape: Sequence[int], moving_shape: Sequence[int
     return MemoryEstimate(parts)
 
 
-def estimate_image_read(shape: Sequence[int], bytes_per_value: int, compressed: bool) -> int:
-    """Peak bytes of reading an image of ``shape`` stored with ``bytes_per_value``: the file's
-    data (read whole when gzip-compressed) plus the float32 (or int32) array handed back."""
+def estimate_image_read(shape: Sequence[int], bytes_per_value: int) -> int:
+    """Peak bytes of reading an image of ``shape`` stored with ``bytes_per_value``: the stored
+    values twice (nibabel's read buffer and its array), the float32 (or int32) result, and a
+    byte per voxel for the NaN/Inf check. A 512×512×300 int16 CT with slope/intercept: measured
+    679 MiB peak (VmHWM), estimated 675 MiB."""
     n = voxels(shape)
-    return n * (bytes_per_value if compressed else 0) + n * max(4, bytes_per_value)
+    return n * (2 * bytes_per_value + max(4, bytes_per_value) + 1)
