@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regkit.losses import regularization as reg
 from regkit.losses import similarity as sim
@@ -361,10 +363,6 @@ def test_every_similarity_is_lowest_at_the_true_alignment_of_the_sample_brain(na
 
 
 # ----------------------------------------------------------------------------- properties
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
