@@ -184,13 +184,14 @@ class _LocalNCCSquared(torch.autograd.Function):
                 mean_f: Optional[Tensor] = None, var_f: Optional[Tensor] = None) -> Tensor:
         if mean_f is None or var_f is None:
             mean_f, mean_w, mean_ff, mean_ww, mean_fw = _box_means([(f, None), (w, None), (f, f), (w, w), (f, w)], window)
-            var_f = (mean_ff - mean_f * mean_f).clamp_min_(0.0)
+            var_f = torch.addcmul(mean_ff, mean_f, mean_f, value=-1.0).clamp_min_(0.0)
         else:
             mean_w, mean_ww, mean_fw = _box_means([(w, None), (w, w), (f, w)], window)
-        cov = mean_fw - mean_f * mean_w
-        var_w = (mean_ww - mean_w * mean_w).clamp_min_(0.0)
-        denom = (var_f * var_w).add_(eps)
-        cc = cov * cov / denom
+        # fused multiply-adds: each line makes one map (this runs every optimiser iteration)
+        cov = torch.addcmul(mean_fw, mean_f, mean_w, value=-1.0)
+        var_w = torch.addcmul(mean_ww, mean_w, mean_w, value=-1.0).clamp_min_(0.0)
+        denom = torch.addcmul(cov.new_full((), eps), var_f, var_w)
+        cc = cov.square().div_(denom)
         ctx.window = window
         ctx.save_for_backward(f, w, mean_f, mean_w, var_f, var_w, cov, denom, cc)
         return cc
@@ -199,24 +200,25 @@ class _LocalNCCSquared(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         f, w, mean_f, mean_w, var_f, var_w, cov, denom, cc = ctx.saved_tensors
         need_f, need_w = ctx.needs_input_grad[:2]
+        window = ctx.window
+        inv_n = 1.0 / (window[0] * window[1] * window[2])  # d mean / d voxel, folded in here
         r = grad / denom
-        d_fw = 2.0 * r * cov  # ∂L/∂mean(f·w)
+        d_fw = (r * cov).mul_(2.0 * inv_n)  # ∂L/∂mean(f·w) / n
         maps = [d_fw]
         if need_w:
-            d_ww = -r * cc * var_f  # ∂L/∂mean(w²)
-            maps += [d_ww, -(mean_f * d_fw + 2.0 * mean_w * d_ww)]  # ..., ∂L/∂mean(w)
+            d_ww = (r * cc).mul_(var_f).mul_(-inv_n)  # ∂L/∂mean(w²) / n
+            maps += [d_ww, torch.addcmul(mean_f * d_fw, mean_w, d_ww, value=2.0).neg_()]  # ..., ∂L/∂mean(w) / n
         if need_f:
-            d_ff = -r * cc * var_w
-            maps += [d_ff, -(mean_w * d_fw + 2.0 * mean_f * d_ff)]
-        window = ctx.window
-        spread = _box_sum_adjoint(torch.cat(maps, dim=1), window).mul_(1.0 / (window[0] * window[1] * window[2]))
+            d_ff = (r * cc).mul_(var_w).mul_(-inv_n)
+            maps += [d_ff, torch.addcmul(mean_w * d_fw, mean_f, d_ff, value=2.0).neg_()]
+        spread = _box_sum_adjoint(torch.cat(maps, dim=1), window)
         parts = spread.split(f.shape[1], dim=1)
         grad_f = grad_w = None
         if need_w:
-            grad_w = parts[2] + f * parts[0] + 2.0 * w * parts[1]
+            grad_w = torch.addcmul(parts[2], f, parts[0]).addcmul_(w, parts[1], value=2.0)
         if need_f:
             k = 3 if need_w else 1
-            grad_f = parts[k + 1] + w * parts[0] + 2.0 * f * parts[k]
+            grad_f = torch.addcmul(parts[k + 1], w, parts[0]).addcmul_(f, parts[k], value=2.0)
         return grad_f, grad_w, None, None, None, None
 
 
