@@ -175,9 +175,9 @@ IMAGE_CASES: List[Case] = [
     Case("no_orientation", "neither sform nor qform set",
          lambda d: write_raw_nifti(d / "no_orientation.nii.gz", _volume(), sform_code=0, qform_code=0),
          r"neither sform nor qform", fix="fix the header, or set REGKIT_NIFTI_AFFINE=sform to use voxel sizes only"),
-    Case("over_memory", "declared size beyond the memory budget (REGKIT_MEMORY_LIMIT=12M)",
+    Case("over_memory", "declared size beyond the memory budget (REGKIT_MEMORY_LIMIT=24M)",
          lambda d: _nifti(d / "huge.nii.gz", np.zeros((128, 128, 128), np.float32)),
-         r"needs about .* of memory", code=3, env={"REGKIT_MEMORY_LIMIT": "12M"},
+         r"needs about .* of memory", code=3, env={"REGKIT_MEMORY_LIMIT": "24M"},
          fix="downsample or crop the image, or run where more memory is free"),
     Case("constant", "constant (all-zero) image (register)", lambda d: _nifti(d / "all_zero.nii.gz", np.zeros(SHAPE, np.float32)),
          r"is constant", role="intensity", fix="nothing to align; check the file"),
@@ -317,10 +317,10 @@ def _register_memory(d: Path, out: Path) -> Run:
 
 
 def _apply_memory(d: Path, out: Path) -> Run:
-    big = AFFINE.copy()
-    reference = _nifti(d / "reference_64cubed.nii.gz", np.zeros((64, 64, 64), np.float32), big)
+    # cheap to read (uint8: ~21 MiB) but ~74 MiB to resample onto
+    reference = _nifti(d / "reference_96cubed.nii.gz", np.zeros((96, 96, 96), np.uint8))
     return Run(["apply", str(identity_transform(d)), str(good_image(d)), "-r", str(reference), "-o", str(out / "warped.nii.gz")],
-               reference, env={"REGKIT_MEMORY_LIMIT": "8M"})
+               reference, env={"REGKIT_MEMORY_LIMIT": "32M"})
 
 
 def _config_key_register(d: Path, out: Path) -> Run:
@@ -374,7 +374,7 @@ COMMAND_CASES: List[CommandCase] = [
                 fix="check both files are in world space (scanner coordinates); use affine.init center_of_mass"),
     CommandCase("register_memory", "registration beyond the memory budget (REGKIT_MEMORY_LIMIT=32M)", "register", _register_memory,
                 r"needs about .* of memory", code=3, fix="--config fast, a larger finest spacing_mm, or more memory"),
-    CommandCase("apply_memory", "resampled output beyond the memory budget (REGKIT_MEMORY_LIMIT=8M)", "apply", _apply_memory,
+    CommandCase("apply_memory", "resampled output beyond the memory budget (REGKIT_MEMORY_LIMIT=32M)", "apply", _apply_memory,
                 r"needs about .* of memory", code=3, fix="a coarser reference grid, or more memory"),
     CommandCase("config_key_register", "mistyped key in a register config", "register", _config_key_register,
                 r"metirc", fix="fix the key; `regkit register --help` lists the presets, configs/*.yaml the keys"),
