@@ -48,7 +48,7 @@ def write_result(result, out_dir: Path, moving_labels=None, force: bool = False)
 
     from regkit.io.images import save_image
     from regkit.io.transform_files import write_transform
-    from regkit.transforms import Compose
+    from regkit.transforms import Compose, to_displacement_field
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,13 +56,18 @@ def write_result(result, out_dir: Path, moving_labels=None, force: bool = False)
     if moving_labels is not None:
         written.append(save_image(result.apply(moving_labels), out / WARPED_LABELS, force=force))
     with torch.no_grad():
-        written.append(write_transform(result.transform, out / FIELD, reference=result.reference, force=force))
+        if result.field is not None:  # already on the fixed grid: written as it is
+            written.append(write_transform(result.field, out / FIELD, force=force))
+        else:
+            written.append(write_transform(result.transform, out / FIELD, reference=result.reference, force=force))
         written.append(write_transform(result.transform, out / NATIVE, force=force))
         chain = list(result.transform.transforms) if isinstance(result.transform, Compose) else [result.transform]
         if result.affine is not None and chain and chain[-1] is result.affine:
             written.append(write_transform(result.affine, out / AFFINE, force=force))
             if len(chain) > 1:
-                written.append(write_transform(Compose(*chain[:-1]), out / WARP, reference=result.reference, force=force))
+                ref = result.reference
+                part = to_displacement_field(Compose(*chain[:-1]), ref.affine, ref.shape)  # float32
+                written.append(write_transform(part, out / WARP, force=force))
     written.append(write_text(out / LOG_JSON, json.dumps(result.log, indent=1, default=str), force=force))
     written.append(write_text(out / LOG_TXT, log_text(result.log), force=force))
     return written

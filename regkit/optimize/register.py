@@ -21,7 +21,7 @@ from regkit.optimize.deformable import optimize_deformable
 from regkit.optimize.levels import foreground_box, make_level, robust_normalize
 from regkit.optimize.objective import similarity
 from regkit.resample import resample
-from regkit.transforms import AffineTransform, Compose, Transform
+from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, to_displacement_field
 
 
 @dataclass
@@ -35,6 +35,9 @@ class RegistrationResult:
         reference: the fixed image (its grid is where :meth:`apply` resamples).
         log: settings, per-level losses and iteration counts, seconds.
         affine: the affine part alone.
+        field: the whole transform as a dense displacement on the fixed grid (mm, RAS), computed
+            once and reused by :meth:`apply` and the writers (it equals ``transform`` at the fixed
+            voxels).
     """
 
     transform: Transform
@@ -42,13 +45,14 @@ class RegistrationResult:
     reference: Image
     log: Dict[str, Any] = field(default_factory=dict)
     affine: Optional[Transform] = None
+    field: Optional[DisplacementField] = None
 
     def apply(self, image: Image, mode: Optional[str] = None) -> Image:
         """Resample ``image`` (in moving space) on the fixed grid; ``mode`` defaults to nearest
         for label images and linear otherwise."""
+        transform = self.field if self.field is not None else self.transform
         with torch.no_grad():
-            return resample(image.to(device=self.warped.device) if not image.is_label else image,
-                            self.transform.to(image.device), self.reference, mode=mode)
+            return resample(image, transform.to(image.device), self.reference, mode=mode)
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -163,10 +167,11 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
 
     log["register_seconds"] = round(time.perf_counter() - t_start, 3)
     with torch.no_grad():
-        warped = resample(moving, transform, fixed)
+        dense = to_displacement_field(transform, fixed.affine, fixed.shape)  # the chain evaluated once
+        warped = resample(moving, dense, fixed)
     log["total_seconds"] = round(time.perf_counter() - t_start, 3)
     log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
-    return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None)
+    return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None, dense)
 
 
 def _check_overlap(level, affine: AffineTransform, minimum: float = 0.05) -> None:
