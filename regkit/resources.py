@@ -9,6 +9,7 @@ A job that does not fit should stop in a second with a :class:`~regkit.errors.Re
 * :func:`check_memory` — raise :class:`ResourceError` if ``bytes_needed`` exceeds it.
 * :func:`estimate_registration` — peak bytes of an optimisation run from its grids; the
   optimiser calls it with its pyramid and passes the result to :func:`check_memory`.
+* :func:`estimate_resample` / :func:`estimate_image_read` — resampling onto a grid, reading a file.
 
 The per-voxel coefficients are peak RSS measured on CPU (float32) with
 ``benchmarks/memory_calibration.py`` (an affine + SVF step, warp, similarity, backward), rounded
@@ -195,6 +196,12 @@ def estimate_registration(fixed_shape: Sequence[int], moving_shape: Sequence[int
     else:
         parts["final resampling"] = final
     return MemoryEstimate(parts)
+
+
+def estimate_resample(output_shape: Sequence[int], channels: int = 1) -> int:
+    """Peak bytes of resampling through a transform onto a grid of ``output_shape`` (no grad),
+    e.g. ``regkit apply``: check it with :func:`check_memory` before starting."""
+    return voxels(output_shape) * (RESAMPLE_BYTES_PER_VOXEL + 4 * (int(channels) - 1))
 
 
 def estimate_image_read(shape: Sequence[int], bytes_per_value: int) -> int:

@@ -88,6 +88,11 @@ def test_ct_512x512x300_fits_in_8_gib():
     assert full.total > 8 * 2**30
 
 
+def test_resample_estimate():
+    assert resources.estimate_resample((10, 10, 10)) == 1000 * resources.RESAMPLE_BYTES_PER_VOXEL
+    assert resources.estimate_resample((10, 10, 10), channels=3) == 1000 * (resources.RESAMPLE_BYTES_PER_VOXEL + 8)
+
+
 def test_image_read_estimate():
     fixed = resources.READ_OVERHEAD_BYTES
     assert resources.estimate_image_read((10, 10, 10), 2) == fixed + 8000  # int16 twice + float32
