@@ -413,3 +413,16 @@ def test_jacobian_determinant_of_a_nonlinear_field_matches_numpy_on_an_oblique_g
     got = reg.jacobian_determinant(torch.from_numpy(u)[None], affine)[0].numpy()
     assert np.abs(expected - 1.0).max() > 0.05  # the field really is non-trivial
     np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lncc", "mi", "mind"])
+def test_half_precision_images_are_scored_in_float32(name):
+    f = smooth_volume((10, 9, 8)).float()
+    w = (smooth_volume((10, 9, 8), seed=3).float() + 0.5 * f)
+    loss = sim.get_similarity(name)
+    reference = loss(f.bfloat16().float(), w.bfloat16().float())
+    w_half = w.bfloat16().requires_grad_()
+    value = loss(f.bfloat16(), w_half)
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-6)
+    value.backward()
+    assert w_half.grad.dtype == torch.bfloat16 and torch.isfinite(w_half.grad.float()).all()

@@ -45,6 +45,12 @@ def _check_pair(fixed: Tensor, warped: Tensor) -> None:
         )
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """float16 / bfloat16 images (e.g. under autocast) as float32: local variances and histogram
+    sums lose too many digits in half precision. Gradients flow back through the cast."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def weighted_mean(values: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Mean of ``values`` (all elements), weighted by ``mask`` broadcast to ``values``' shape."""
     if mask is None:
@@ -265,6 +271,7 @@ def local_ncc_squared(fixed: Tensor, warped: Tensor, window: Window = 5, eps: fl
     """
     _check_pair(fixed, warped)
     win = _window_3d(window, fixed.shape)
+    fixed, warped = _at_least_float32(fixed), _at_least_float32(warped)
     if fixed.requires_grad:
         return _LocalNCCSquared.apply(_standardize(fixed), _standardize(warped), win, float(eps))
     f, mean_f, var_f = _fixed_statistics(fixed, win)
@@ -392,6 +399,7 @@ def joint_histogram(fixed: Tensor, warped: Tensor, bins: int = 32, mask: Optiona
     order = _KERNEL_ORDER[kernel]
     if bins < order + 1:
         raise ValueError(f"{kernel} mutual information needs at least {order + 1} bins, got {bins}")
+    fixed, warped = _at_least_float32(fixed), _at_least_float32(warped)
     rows = fixed.shape[0] * fixed.shape[1]
     fixed_bin = (_unit_range(_as_rows(fixed.detach())) * (bins - 1)).round().long()
     margin = (order - 1) // 2
@@ -475,6 +483,7 @@ def mind_ssc(image: Tensor, radius: int = 2, dilation: int = 2) -> Tensor:
     """
     if image.dim() != 5:
         raise ValueError(f"image must be (N, C, X, Y, Z), got {tuple(image.shape)}")
+    image = _at_least_float32(image)
     n, c, sx, sy, sz = image.shape
     d, k = dilation, 2 * radius + 1
     margin = 2 * d + radius  # enough for every pair's shifted patch
