@@ -426,3 +426,12 @@ def test_half_precision_images_are_scored_in_float32(name):
     assert value.dtype == torch.float32 and value.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-6)
     value.backward()
     assert w_half.grad.dtype == torch.bfloat16 and torch.isfinite(w_half.grad.float()).all()
+
+
+@pytest.mark.parametrize("size", [2, 3, 6])
+def test_central_difference_equals_torch_gradient_and_its_backward_is_the_adjoint(size):
+    u = torch.randn(2, 3, size, 4, 5, dtype=torch.float64, requires_grad=True)
+    for dim in (2, 3, 4):
+        (expected,) = torch.gradient(u.detach(), dim=dim)
+        assert torch.allclose(reg._CentralDifference.apply(u, dim), expected, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda t: reg._CentralDifference.apply(t, 2), (u,))
