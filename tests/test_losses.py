@@ -435,3 +435,10 @@ def test_central_difference_equals_torch_gradient_and_its_backward_is_the_adjoin
         (expected,) = torch.gradient(u.detach(), dim=dim)
         assert torch.allclose(reg._CentralDifference.apply(u, dim), expected, atol=1e-14)
     assert torch.autograd.gradcheck(lambda t: reg._CentralDifference.apply(t, 2), (u,))
+
+
+@pytest.mark.parametrize("size", [2, 3, 6])
+def test_forward_difference_backward_is_the_adjoint(size):
+    u = torch.randn(2, 3, size, 4, 5, dtype=torch.float64, requires_grad=True)
+    for dim in (2, 3, 4):
+        assert torch.autograd.gradcheck(lambda t: reg._ForwardDifferenceVoxels.apply(t, dim), (u,))

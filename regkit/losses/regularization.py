@@ -36,9 +36,33 @@ def _spacing_list(spacing: Spacing) -> list:
     return values
 
 
+class _ForwardDifferenceVoxels(torch.autograd.Function):
+    """``u[i+1] − u[i]`` along ``dim`` (length n − 1), with its adjoint written out: the backward
+    of a difference of slices would fill a full-size zero tensor per slice."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, dim: int) -> Tensor:  # type: ignore[override]
+        n = u.shape[dim] - 1
+        ctx.dim = dim
+        return u.narrow(dim, 1, n) - u.narrow(dim, 0, n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        dim, m = ctx.dim, grad.shape[ctx.dim]  # m = n − 1 differences of n voxels
+        shape = list(grad.shape)
+        shape[dim] = m + 1
+        out = grad.new_empty(shape)
+        # voxel j gets +grad[j − 1] (as the "+1" end) and −grad[j] (as the "0" end)
+        torch.neg(grad.narrow(dim, 0, 1), out=out.narrow(dim, 0, 1))
+        if m > 1:
+            torch.sub(grad.narrow(dim, 0, m - 1), grad.narrow(dim, 1, m - 1), out=out.narrow(dim, 1, m - 1))
+        out.narrow(dim, m, 1).copy_(grad.narrow(dim, m - 1, 1))
+        return out, None
+
+
 def _forward_difference(field: Tensor, dim: int, step_mm: float) -> Tensor:
-    n = field.shape[dim] - 1
-    return (field.narrow(dim, 1, n) - field.narrow(dim, 0, n)) / step_mm
+    """(u[i+1] − u[i]) / h along ``dim`` (length n − 1), physical units."""
+    return _ForwardDifferenceVoxels.apply(field, dim) * (1.0 / step_mm)
 
 
 def diffusion(field: Tensor, spacing: Spacing) -> Tensor:
