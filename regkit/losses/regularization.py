@@ -9,8 +9,8 @@ grids. The Jacobian determinant needs the direction too and takes the grid's aff
 
 MONAI's ``DiffusionLoss`` / ``BendingEnergyLoss`` work in voxel units (no spacing, so they are
 not physical on anisotropic grids) and are slower here (forward + backward on a 3×100×120×100
-field, 1 thread on a shared machine: diffusion ~75 vs ~95 ms, bending ~170 vs ~300 ms); MONAI
-has no physical-space Jacobian. Importing MONAI also costs seconds, so this module does not.
+field, 1 thread on a shared machine: diffusion ~55–65 vs ~95–120 ms, bending ~140–170 vs
+~300–350 ms); MONAI has no physical-space Jacobian. Importing MONAI also costs seconds, so this module does not.
 """
 from __future__ import annotations
 

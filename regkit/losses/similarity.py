@@ -11,14 +11,14 @@ jobs, so only the ratios are meaningful)
 ------------------------------------------------------------------------------------------------
 * ``import monai`` alone costs 3.5–5 s here, more than the optimiser's whole time budget for a
   2 mm brain; nothing in this module imports MONAI.
-* LNCC, window 5 / 9: regkit ~60 / ~75 ms, MONAI ``LocalNormalizedCrossCorrelationLoss``
-  (rectangular) ~220 / ~950 ms. MONAI convolves each moment with a 1-D kernel per axis and
-  lets autograd go back through all five; here the box sum is shifted-view additions with a
-  doubling scheme (log2(k) adds per axis), the backward pass is written by hand and the fixed
+* LNCC, window 5 / 9: regkit ~50–80 / ~65–75 ms, MONAI ``LocalNormalizedCrossCorrelationLoss``
+  (rectangular) ~200–220 / ~750–950 ms (3 runs). MONAI convolves each moment with a 1-D kernel
+  per axis and lets autograd go back through all five; here the box sum is shifted-view additions
+  with a doubling scheme (log2(k) adds per axis), the backward pass is written by hand and the fixed
   image's moments are reused between calls (see :func:`local_ncc_squared`). MONAI also
   zero-pads, which biases windows at the border; here only windows inside the image count.
-* MI, 32 bins: regkit ~40 ms, MONAI ``GlobalMutualInformationLoss`` ~10 700 ms (b-spline) /
-  ~5 700 ms (gaussian): MONAI builds dense voxels × bins Parzen weights for both images and
+* MI, 32 bins: regkit ~40–50 ms, MONAI ``GlobalMutualInformationLoss`` ~11 000 ms (b-spline) /
+  ~5 500 ms (gaussian): MONAI builds dense voxels × bins Parzen weights for both images and
   multiplies them; here the fixed image is binned (as ITK's Mattes MI) and the warped image's
   4 B-spline taps are scatter-added.
 * MIND-SSC is not in MONAI; MSE is one line.
