@@ -164,3 +164,18 @@ def test_masks_restrict_the_similarity(pair):
     a = register(pair["moving"], fixed, config=cfg, fixed_mask=mask)
     b = register(pair["moving"], fixed, config=cfg)
     assert a.log["levels"][0]["loss"][0] != pytest.approx(b.log["levels"][0]["loss"][0], abs=1e-6)
+
+
+def test_adam_matches_torch_optim():
+    from regkit.optimize.loop import Adam
+
+    p1 = torch.randn(7, requires_grad=True)
+    p2 = p1.detach().clone().requires_grad_(True)
+    ours, theirs = Adam([{"params": [p1], "lr": 0.05}]), torch.optim.Adam([p2], lr=0.05)
+    for _ in range(6):
+        for p, opt in ((p1, ours), (p2, theirs)):
+            opt.zero_grad()
+            (p ** 3 - p).sum().backward()
+            opt.step()
+    assert torch.allclose(p1, p2, atol=1e-6)
+    assert not torch.allclose(p1, torch.zeros(7))
