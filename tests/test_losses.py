@@ -302,7 +302,7 @@ def test_affine_l2_is_the_squared_distance_from_identity():
     assert reg.get_regularizer("folding") is reg.folding_penalty
 
 
-def test_lncc_hand_written_gradient_matches_autograd_for_both_images():
+def test_lncc_hand_written_gradient_matches_finite_differences_for_both_images():
     f = smooth_volume((7, 6, 5), seed=11, channels=2).requires_grad_()
     w = (smooth_volume((7, 6, 5), seed=12, channels=2) + 0.3 * f.detach()).requires_grad_()
     weights = torch.rand(2, 2, 5, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
