@@ -129,8 +129,12 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
                            "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape),
                            "working_box": list(box.shape), "levels": []}
 
-    def level(spacing):
-        return make_level(fixed_n, moving_n, box, spacing, dev, fixed_mask, moving_mask)
+    levels_by_spacing: Dict[float, Any] = {}
+
+    def level(spacing):  # built once per spacing (the affine and deformable stages share 4 mm)
+        if spacing not in levels_by_spacing:
+            levels_by_spacing[spacing] = make_level(fixed_n, moving_n, box, spacing, dev, fixed_mask, moving_mask)
+        return levels_by_spacing[spacing]
 
     # --- affine stage (or the given start)
     start_affine = as_affine_transform(initial_transform)
