@@ -48,8 +48,7 @@ class CascadeNet(nn.Module):
         self.config = config
         pair_channels = 2 * config.in_channels
         self.affine_net: Optional[AffineNet] = (
-            AffineNet(pair_channels, config.affine.channels, [n // config.affine.scale for n in config.grid_shape])
-            if config.affine.enabled else None)
+            AffineNet(pair_channels, config.affine.channels) if config.affine.enabled else None)
         self.stages = nn.ModuleList(FieldNet(pair_channels, s.channels, s.head_channels) for s in config.stages)
         self.grid_affine = canonical_grid_affine(config.grid_shape, config.grid_spacing_mm)
 

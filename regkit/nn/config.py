@@ -28,7 +28,7 @@ class IntensityConfig(Strict):
 
 
 class AffineNetConfig(Strict):
-    """Localisation network: strided conv encoder → linear head on the whole feature map → 12 affine parameters.
+    """Localisation network: strided conv encoder → global pooling → 12 affine parameters.
 
     ``scale``: the encoder sees the images average-pooled by this factor from the training grid.
     ``translation_scale_mm``: the network's translation output (unitless) times this is mm.
