@@ -37,6 +37,15 @@ Examples:
 
   regkit register moving.nii.gz fixed.nii.gz --out result/ --config my_settings.yaml --seed 1
 
+  regkit register moving.nii.gz fixed.nii.gz --out result/ --model runs/brain2mm/best.safetensors --refine 20
+
+  torchrun --nproc_per_node=2 -m regkit.cli register --pairs pairs.csv --model best.safetensors --out cohort/
+
+--model CKPT starts from a trained cascade's prediction (`regkit train`); --refine N then runs N
+optimiser iterations at the preset's finest level (0: the prediction is the result). --pairs
+MANIFEST (CSV/JSON: moving,fixed[,moving_labels,fixed_labels]) registers a cohort into
+DIR/pairNNN/; under torchrun each process takes its share.
+
 {EXIT_CODES_HELP}"""
 
 METRICS = ("lncc", "mse", "mi", "mind")
@@ -46,8 +55,8 @@ def add_to(app: typer.Typer) -> None:
     @app.command("register", help=HELP, no_args_is_help=True)
     @handle_errors
     def register(
-        moving: Path = typer.Argument(..., help="Moving image (NIfTI, MGH, MHA, NRRD)."),
-        fixed: Path = typer.Argument(..., help="Fixed image: the output grid."),
+        moving: Optional[Path] = typer.Argument(None, help="Moving image (NIfTI, MGH, MHA, NRRD)."),
+        fixed: Optional[Path] = typer.Argument(None, help="Fixed image: the output grid."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Label map on the moving grid, warped with nearest neighbour."),
         metric: Optional[str] = typer.Option(None, "--metric", help="lncc | mse | mi | mind (default: the preset's, lncc)."),
@@ -59,13 +68,34 @@ def add_to(app: typer.Typer) -> None:
         qc: bool = typer.Option(False, "--qc", help="Also write the QC report (qc.png, qc.html, qc.json)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Trained cascade checkpoint (regkit train): start from its prediction."),
+        refine: int = typer.Option(0, "--refine", min=0, help="With --model: optimiser iterations after the prediction."),
+        pairs: Optional[Path] = typer.Option(None, "--pairs", help="Manifest of pairs (CSV/JSON) to register into DIR/pairNNN/."),
     ) -> None:
         from regkit.errors import InputError
 
         if metric is not None and metric not in METRICS:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=config, device=device, seed=seed,
-            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force)
+        if refine and model is None:
+            raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
+        if pairs is not None:
+            from regkit.cli.common import resolve_device
+            from regkit.nn.register import register_cohort
+
+            rows = register_cohort(pairs, out, model, refine, config, metric, resolve_device(device), force)
+            typer.echo(f"regkit register: {len(rows)} pair(s) registered into {out}", err=True)
+            return
+        if moving is None or fixed is None:
+            raise InputError("give MOVING and FIXED images (or --pairs MANIFEST)")
+        initial, settings = None, config
+        if model is not None:
+            from regkit.cli.common import resolve_device
+            from regkit.io.images import load_image
+            from regkit.nn.register import model_start
+
+            initial, settings = model_start(model, load_image(moving), load_image(fixed), refine, config, metric, resolve_device(device))
+        run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=settings, device=device, seed=seed,
+            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, initial_transform=initial)
 
 
 def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = None, metric: Optional[str] = None,

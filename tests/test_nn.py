@@ -198,3 +198,33 @@ def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_path
 
     with pytest.raises(OutputExistsError):
         register_cohort(manifest, tmp_path / "out", ckpt)
+
+
+def test_cli_register_with_model_and_cohort(tmp_path, sample_paths):
+    from typer.testing import CliRunner
+
+    from cascade_helpers import write_manifest
+    from regkit.cli.main import app
+    from regkit.io.transform_files import read_transform
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.nn.predict import predict
+    from regkit.io.images import load_image
+
+    model = _model(perturb=True)
+    ckpt = write_checkpoint(tmp_path / "m.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
+    s = {k: str(v) for k, v in sample_paths.items()}
+    result = CliRunner().invoke(app, ["register", s["moving"], s["fixed"], "--out", str(tmp_path / "one"), "--model", str(ckpt),
+                                      "--device", "cpu", "--no-progress", "--moving-labels", s["moving_labels"]])
+    assert result.exit_code == 0, result.output
+    fixed = load_image(sample_paths["fixed"])
+    written = read_transform(tmp_path / "one" / "transform.regkit.safetensors").displacement_on(fixed.affine, fixed.shape)
+    expected = predict(model, load_image(sample_paths["moving"]), fixed).displacement_on(fixed.affine, fixed.shape)
+    assert torch.allclose(written.float(), expected, atol=1e-4)
+    for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "affine.mat", "warp.nii.gz"):
+        assert (tmp_path / "one" / name).is_file(), name
+    bad = CliRunner().invoke(app, ["register", s["moving"], s["fixed"], "--out", str(tmp_path / "two"), "--refine", "3"])
+    assert bad.exit_code == 2 and "--refine needs --model" in bad.output
+    manifest = write_manifest(tmp_path / "pairs.csv", sample_paths, both_directions=False)
+    cohort = CliRunner().invoke(app, ["register", "--pairs", str(manifest), "--model", str(ckpt), "--out", str(tmp_path / "c"), "--device", "cpu"])
+    assert cohort.exit_code == 0, cohort.output
+    assert (tmp_path / "c" / "pair001" / "field.nii.gz").is_file()

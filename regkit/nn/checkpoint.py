@@ -93,7 +93,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
             raw = f.metadata() or {}
         tensors = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"is not a regkit checkpoint (not a safetensors file; pickled checkpoints are refused): {str(e)[:120]}", p) from e
+        raise InputError("is not a regkit checkpoint (not a safetensors file; pickled checkpoints are refused, never unpickled)", p) from e
     try:
         metadata = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError as e:

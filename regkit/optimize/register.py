@@ -145,6 +145,8 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         for p in outer.parameters():
             p.requires_grad_(False)
         log["initial_transform"] = type(initial_transform).__name__
+        if isinstance(outer, Compose) and isinstance(outer.transforms[-1], AffineTransform):
+            affine = outer.transforms[-1]  # e.g. a learned cascade's affine: written as affine.mat + warp.nii.gz
     else:
         aff_levels = [level(l.spacing_mm) for l in cfg.affine.levels] if cfg.affine.enabled else []
         if start_affine is not None:
