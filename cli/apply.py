@@ -93,6 +93,7 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
 
     from regkit.io.atomic import check_writable
     from regkit.io.images import load_image, save_image
+    from regkit import resources
     from regkit.resample import resample
 
     check_writable(output, force)  # fail before any work
@@ -109,6 +110,9 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     mode = interp or ("nearest" if is_label else "linear")
     moving = load_image(moving_path, is_label=is_label)
     reference = load_image(reference_path)
+    resources.check_memory(resources.estimate_resample(reference.shape, moving.channels),
+                           f"resampling onto the {'x'.join(map(str, reference.shape))} grid",
+                           hint="use a coarser reference grid", path=reference_path)
     with torch.no_grad():
         warped = resample(moving, chain, reference, mode=mode)
     save_image(warped, output, force=force, dtype=integer[0] if is_label else None)

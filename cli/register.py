@@ -105,6 +105,8 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     """The body of ``regkit register`` (kept callable so other options, e.g. a learned start, reuse it)."""
     t0 = time.perf_counter()
     from regkit.cli.common import resolve_device, setup_logging
+    from regkit.checks import check_has_contrast
+    from regkit.errors import RegistrationError
     from regkit.io.images import load_image, load_label
     from regkit.optimize import load_config, register
     from regkit.optimize.outputs import check_outputs, summary_line, write_result
@@ -113,12 +115,17 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
     check_outputs(out, moving_labels is not None, force)
     moving_img, fixed_img = load_image(moving), load_image(fixed)
+    check_has_contrast(moving_img, moving)
+    check_has_contrast(fixed_img, fixed)
     labels = load_label(moving_labels) if moving_labels is not None else None
     fmask = load_label(fixed_mask) if fixed_mask is not None else None
     mmask = load_label(moving_mask) if moving_mask is not None else None
     _check_memory(fixed_img, moving_img, cfg, fixed)
-    result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
-                      initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
+    try:
+        result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
+                          initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
+    except RegistrationError as e:  # name the pair: the library does not know the file names
+        raise RegistrationError(f"{moving} -> {fixed}: {e}") from e
     t_write = time.perf_counter()
     written = write_result(result, out, labels, force=force)
     if qc:

@@ -142,8 +142,8 @@ COMMANDS: Dict[str, Tuple[str, Tuple[str, ...], Builder]] = {
 # where a command words a case its own way (the manifest reader checks files exist itself)
 EXPECT_OVERRIDE = {("train-manifest", "missing"): r"does not exist", ("train-manifest", "directory"): r"does not exist"}
 # known gaps, reported to their owners; xfail (not skip) so the test starts passing when fixed
-KNOWN_GAPS = {("register", "constant"): "regkit register does not call regkit.checks.check_has_contrast yet"}
-KNOWN_LEFTOVERS = {"train": "regkit train writes config.yaml and log.csv into the run folder before reading the data"}
+KNOWN_GAPS: dict = {}
+KNOWN_LEFTOVERS: dict = {}
 
 
 def _one_error_line(stderr: str) -> str:
@@ -205,10 +205,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 # ------------------------------------------ cases that need a whole command (configs, checkpoints, pairs)
 # known gaps, reported to their owners: xfail so the test starts passing (and says so) when fixed
-COMMAND_GAPS = {
-    "apply_memory": "regkit apply does not estimate the resampling's memory (regkit.resources) yet",
-    "no_overlap": "regkit register's no-overlap error does not name the files yet",
-}
+COMMAND_GAPS: dict = {}
 
 
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=lambda c: c.name)
@@ -254,7 +251,7 @@ def test_checkpoint_of_another_format_version_is_refused(tmp_path):
     except RegkitError as e:
         assert str(future) in str(e) and "version" in str(e)
         return
-    pytest.xfail("read_checkpoint does not check format_version yet (reported to the cascade developer)")
+    pytest.fail("a checkpoint of a newer format version was read")
 
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path, monkeypatch):

@@ -100,6 +100,10 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         raise InputError("has unreadable checkpoint metadata (not JSON)", p) from e
     if metadata.get("format") != FORMAT:
         raise InputError(f"is a safetensors file but not a regkit cascade checkpoint (format={metadata.get('format')!r})", p)
+    version = metadata.get("format_version")
+    if not str(version).isdigit() or int(version) > int(FORMAT_VERSION):
+        raise InputError(f"checkpoint format version {version!r} is not supported (this regkit reads up to {FORMAT_VERSION}); "
+                         "upgrade regkit or retrain", p)
     if "model_config" not in metadata:
         raise InputError("checkpoint has no model_config", p)
     return Checkpoint(tensors, metadata)

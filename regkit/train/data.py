@@ -143,6 +143,15 @@ class PairDataset:
             self._images[key] = image
         return image
 
+    def check_readable(self) -> None:
+        """Read the inputs now (all of them when cached, else the first pair), so a bad file is
+        reported before a run writes anything."""
+        for pair in self.pairs if self.cache else self.pairs[:1]:
+            for path, is_label in ((pair.moving, False), (pair.fixed, False),
+                                   (pair.moving_labels, True), (pair.fixed_labels, True)):
+                if path is not None:
+                    self._load(path, is_label)
+
     def sample(self, index: int, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         """Pair ``index`` on the grid: ``moving``/``fixed`` ``(C, X, Y, Z)`` float in [0, 1],
         and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 when the pair has labels."""

@@ -213,6 +213,9 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     if config.data.val_manifest is not None:
         val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
                               train_set.num_labels or config.data.num_labels, config.data.cache)
+    train_set.check_readable()
+    if val_set is not None:
+        val_set.check_readable()
     objective = CascadeLoss(config.loss, config.model, train_set.num_labels or 0)
     net = model
     if dist.enabled:
