@@ -75,7 +75,7 @@ def write_result(result, out_dir: Path, moving_labels=None, force: bool = False)
 
 def log_text(log: Dict) -> str:
     """A human-readable log: settings, one line per level, total time."""
-    lines = ["regkit register", f"device: {log.get('device')}  seed: {log.get('seed')}",
+    lines = ["regkit register", f"device: {log.get('device')}  threads: {log.get('threads')}  seed: {log.get('seed')}",
              f"fixed grid {log.get('fixed_shape')}  moving grid {log.get('moving_shape')}  working box {log.get('working_box')}",
              "settings: " + json.dumps(log.get("config", {}), default=str), ""]
     for lv in log.get("levels", []):
