@@ -8,7 +8,7 @@ from torch import Tensor
 
 from regkit import space
 from regkit.image import Image
-from regkit.transforms.base import Transform
+from regkit.transforms.base import SLAB_VOXELS, Transform
 
 MODES = {"linear": "bilinear", "bilinear": "bilinear", "trilinear": "bilinear", "nearest": "nearest"}
 
@@ -45,9 +45,20 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
     label images and ``"linear"`` otherwise. Label images come back with their integer dtype.
     """
     mode = mode or ("nearest" if image.is_label else "linear")
-    x = space.world_grid(reference.affine, reference.shape, device=image.device, dtype=dtype)
-    y = x if transform is None else transform(x)
-    out = warp(image.data[None].to(dtype), image.affine, y, mode=mode, padding_mode=padding_mode)[0]
+    volume = image.data[None].to(dtype)
+    needs_grad = torch.is_grad_enabled() and (volume.requires_grad or (
+        transform is not None and any(q.requires_grad for q in transform.parameters())))
+    if needs_grad:
+        x = space.world_grid(reference.affine, reference.shape, device=image.device, dtype=dtype)
+        y = x if transform is None else transform(x)
+        out = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode)[0]
+    else:  # a slab of the reference at a time: large grids never hold full-size coordinates
+        out = volume.new_empty(image.channels, *reference.shape)
+        with torch.no_grad():
+            for start, stop, sub in space.slabs(reference.affine, reference.shape, SLAB_VOXELS):
+                x = space.world_grid(sub, (stop - start, *reference.shape[1:]), device=image.device, dtype=dtype)
+                y = x if transform is None else transform(x)
+                out[:, start:stop] = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode)[0]
     if image.is_label:
         out = torch.round(out).to(image.data.dtype) if mode == "nearest" else out
     return Image(out, reference.affine, is_label=image.is_label and mode == "nearest")

@@ -160,6 +160,22 @@ def inside_mask(grid: Tensor, shape: Sequence[int]) -> Tensor:
     return (grid.abs() <= limit).all(dim=-1)
 
 
+def slabs(affine: ArrayLike, shape: Sequence[int], max_voxels: int):
+    """Split grid (affine, shape) along its first axis into sub-grids of at most ``max_voxels``.
+
+    Yields ``(start, stop, sub_affine)``: voxels ``start:stop`` of axis 0, and the voxel→world
+    affine of that slab (its index 0 is the grid's index ``start``). Lets large grids be mapped
+    and resampled a slab at a time when no gradient is needed.
+    """
+    a = as_affine(affine)
+    x, rest = int(shape[-3]), int(shape[-2]) * int(shape[-1])
+    step = max(1, int(max_voxels) // max(1, rest))
+    for start in range(0, x, step):
+        sub = a.clone()
+        sub[:3, 3] = a[:3, 3] + a[:3, 0] * start
+        yield start, min(x, start + step), sub
+
+
 def grid_of(affine: ArrayLike, shape: Sequence[int]) -> Tuple[Tensor, Shape]:
     """Canonical ``(affine, shape)`` pair."""
     return as_affine(affine), tuple(int(s) for s in shape[-3:])  # type: ignore[return-value]

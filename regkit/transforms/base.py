@@ -9,6 +9,9 @@ from torch import Tensor, nn
 from regkit import space
 
 
+SLAB_VOXELS = 1 << 22  # voxels mapped at once when no gradient is needed (4 M: ~50 MB per copy)
+
+
 class Transform(nn.Module):
     """A spatial transform mapping FIXED world points (mm, RAS) to MOVING world points.
 
@@ -41,6 +44,18 @@ class Transform(nn.Module):
     def displacement_on(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
         """Dense displacement ``T(x) - x`` (mm, world RAS) on a grid, ``(3, X, Y, Z)``
         (``(N, 3, X, Y, Z)`` for a batched transform)."""
-        x = self._grid(affine, shape, device, dtype)
-        y = self(x)
-        return (y - x).movedim(-1, -4)
+        if torch.is_grad_enabled() and any(q.requires_grad for q in self.parameters()):
+            x = self._grid(affine, shape, device, dtype)
+            return (self(x) - x).movedim(-1, -4)
+        # no gradient needed: map the grid a slab at a time, so a CT-sized grid does not hold
+        # several full-size coordinate copies at once
+        out = None
+        with torch.no_grad():
+            for start, stop, sub in space.slabs(affine, shape, SLAB_VOXELS):
+                sub_shape = (stop - start, *tuple(shape)[-2:])
+                x = self._grid(sub, sub_shape, device, dtype)
+                d = (self(x) - x).movedim(-1, -4)
+                if out is None:
+                    out = d.new_empty(*d.shape[:-3], int(shape[-3]), *d.shape[-2:])
+                out[..., start:stop, :, :] = d
+        return out
