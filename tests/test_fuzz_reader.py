@@ -70,6 +70,17 @@ def _load_or_clean_error(path) -> str:
     return "loaded"
 
 
+def _count_outcome(path, seed: int, outcomes: dict) -> None:
+    """Load one mutated file, count how it ended, and fail with the seed on any unclean error."""
+    try:
+        outcomes[_load_or_clean_error(path)] += 1
+    except AssertionError:
+        raise
+    except Exception as e:  # pragma: no cover - the failure report
+        pytest.fail(f"seed {seed} ({path.name}): {type(e).__name__}: {e}")
+    path.unlink()
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["nii", "nii.gz"])
 def test_mutated_nifti_gives_image_or_clean_error(tmp_path, compressed):
     valid = _valid_nifti_bytes()
@@ -79,13 +90,7 @@ def test_mutated_nifti_gives_image_or_clean_error(tmp_path, compressed):
         blob = _mutate(valid, rng)
         path = tmp_path / f"case{seed}.nii{'.gz' if compressed else ''}"
         path.write_bytes(gzip.compress(blob, mtime=0) if compressed else blob)
-        try:
-            outcomes[_load_or_clean_error(path)] += 1
-        except AssertionError:
-            raise
-        except Exception as e:  # pragma: no cover - the failure report
-            pytest.fail(f"seed {seed} ({path.name}): {type(e).__name__}: {e}")
-        path.unlink()
+        _count_outcome(path, seed, outcomes)
     # the mutations really reach both outcomes (a fuzzer that only ever errors tests nothing)
     assert outcomes["loaded"] > 10 and outcomes["error"] > 10, outcomes
 
@@ -122,11 +127,5 @@ def test_mutated_metaimage_gives_image_or_clean_error(tmp_path):
     for seed in range(100):
         path = tmp_path / f"case{seed}.mha"
         path.write_bytes(_mutate_text_header(valid, header_end, random.Random(seed)))
-        try:
-            outcomes[_load_or_clean_error(path)] += 1
-        except AssertionError:
-            raise
-        except Exception as e:  # pragma: no cover - the failure report
-            pytest.fail(f"seed {seed} ({path.name}): {type(e).__name__}: {e}")
-        path.unlink()
+        _count_outcome(path, seed, outcomes)
     assert outcomes["loaded"] > 10 and outcomes["error"] > 10, outcomes
