@@ -228,3 +228,68 @@ def test_cli_register_with_model_and_cohort(tmp_path, sample_paths):
     cohort = CliRunner().invoke(app, ["register", "--pairs", str(manifest), "--model", str(ckpt), "--out", str(tmp_path / "c"), "--device", "cpu"])
     assert cohort.exit_code == 0, cohort.output
     assert (tmp_path / "c" / "pair001" / "field.nii.gz").is_file()
+
+
+def _keypoint_net(seed: int = 0):
+    from regkit.nn.networks import KeypointAffineNet
+
+    torch.manual_seed(seed)
+    net = KeypointAffineNet(1, [4, 8, 8], keypoints=16)
+    with torch.no_grad():  # trained-like, peaked heat maps instead of the zero start
+        net.heatmaps.weight.normal_(0, 3.0)
+    return net.eval()
+
+
+def _blob_volume(shape=(40, 40, 40), seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.zeros(1, 1, *shape)
+    v[..., 10:30, 10:30, 10:30] = torch.rand(1, 1, 20, 20, 20, generator=g)
+    return v
+
+
+def test_keypoint_affine_is_the_identity_for_identical_images_and_at_the_start():
+    from regkit.nn.grid import canonical_grid_affine
+    from regkit.nn.networks import KeypointAffineNet
+
+    grid = canonical_grid_affine((40, 40, 40), 4.0)
+    fixed = _blob_volume()
+    matrix, translation = _keypoint_net()(fixed, fixed, grid)
+    assert torch.allclose(matrix[0], torch.eye(3), atol=1e-5) and translation.abs().max() < 1e-4
+    untrained = KeypointAffineNet(1, [4, 8, 8], keypoints=16)
+    matrix, translation = untrained(torch.roll(fixed, 4, dims=2), fixed, grid)  # zero heat maps
+    assert torch.equal(matrix[0], torch.eye(3)) and translation.abs().max() < 1e-5
+
+
+def test_keypoint_affine_recovers_a_shift_of_the_moving_image_in_mm():
+    """Shifting the moving image by whole encoder strides shifts every keypoint by the same mm
+    (convolutions are shift-equivariant away from the border), so the least-squares fit is that
+    pure translation: moving point = fixed point + shift."""
+    from regkit.nn.grid import canonical_grid_affine
+
+    spacing = 4.0
+    grid = canonical_grid_affine((40, 40, 40), spacing)
+    net = _keypoint_net()
+    fixed = _blob_volume()
+    moving = torch.roll(fixed, shifts=(4, -2), dims=(2, 4))   # +4 voxels along x, -2 along z (stride 2)
+    matrix, translation = net(moving, fixed, grid)
+    assert torch.allclose(matrix[0], torch.eye(3), atol=2e-3), matrix
+    assert torch.allclose(translation[0], torch.tensor([4 * spacing, 0.0, -2 * spacing]), atol=0.05), translation
+
+
+def test_cascade_with_keypoint_head_trains_saves_and_loads(tmp_path, pair):
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.nn.config import ModelConfig
+    from regkit.nn.predict import predict
+
+    moving, fixed = pair
+    config = ModelConfig.model_validate({**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}})
+    torch.manual_seed(0)
+    model = CascadeNet(config)
+    with torch.no_grad():
+        model.affine_net.heatmaps.weight.normal_(0, 3.0)
+    model.eval()
+    path = write_checkpoint(tmp_path / "kp.safetensors", model_tensors(model), {"model_config": config.model_dump(mode="json")})
+    before = predict(model, moving, fixed).displacement_on(fixed.affine, fixed.shape)
+    after = predict(path, moving, fixed).displacement_on(fixed.affine, fixed.shape)
+    assert before.abs().max() > 0.5 and torch.equal(before, after)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from regkit import space
 from regkit.nn.config import ModelConfig
 from regkit.nn.grid import canonical_grid_affine, pooled_grid_affine, shifted
-from regkit.nn.networks import AffineNet, FieldNet
+from regkit.nn.networks import AffineNet, FieldNet, KeypointAffineNet
 from regkit.resample import warp
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
 
@@ -47,8 +47,11 @@ class CascadeNet(nn.Module):
         super().__init__()
         self.config = config
         pair_channels = 2 * config.in_channels
-        self.affine_net: Optional[AffineNet] = (
-            AffineNet(pair_channels, config.affine.channels) if config.affine.enabled else None)
+        self.affine_net: Optional[nn.Module] = None
+        if config.affine.enabled and config.affine.head == "keypoints":
+            self.affine_net = KeypointAffineNet(config.in_channels, config.affine.channels, config.affine.keypoints, config.affine.ridge)
+        elif config.affine.enabled:
+            self.affine_net = AffineNet(pair_channels, config.affine.channels)
         self.stages = nn.ModuleList(FieldNet(pair_channels, s.channels, s.head_channels) for s in config.stages)
         self.grid_affine = canonical_grid_affine(config.grid_shape, config.grid_spacing_mm)
 
@@ -73,8 +76,12 @@ class CascadeNet(nn.Module):
         chain: List[Transform] = []
         if self.affine_net is not None:
             mov, fix = levels[self.config.affine.scale]
-            matrix, translation = self.affine_net(torch.cat([mov, fix], dim=1))
-            translation = translation * self.config.affine.translation_scale_mm
+            if isinstance(self.affine_net, KeypointAffineNet):
+                level_affine = pooled_grid_affine(self.grid_affine, self.config.affine.scale)
+                matrix, translation = self.affine_net(mov, fix, level_affine)
+            else:
+                matrix, translation = self.affine_net(torch.cat([mov, fix], dim=1))
+                translation = translation * self.config.affine.translation_scale_mm
             out["affine_matrix"], out["affine_translation"] = matrix, translation
             chain.append(PredictedAffine(matrix, translation, torch.zeros(3, device=matrix.device, dtype=matrix.dtype)))
         for k, (stage, net) in enumerate(zip(self.config.stages, self.stages)):

@@ -28,7 +28,12 @@ class IntensityConfig(Strict):
 
 
 class AffineNetConfig(Strict):
-    """Localisation network: strided conv encoder → global pooling → 12 affine parameters.
+    """Localisation network.
+
+    ``head``: ``pool`` — strided conv encoder on the pair → global pooling → 12 affine parameters
+    (last layer zero: identity at start); ``keypoints`` — one encoder per image (shared weights)
+    → ``keypoints`` soft-argmax points each → least-squares affine between them (identity
+    whenever moving equals fixed; see :class:`regkit.nn.networks.KeypointAffineNet`).
 
     ``scale``: the encoder sees the images average-pooled by this factor from the training grid.
     ``translation_scale_mm``: the network's translation output (unitless) times this is mm.
@@ -36,9 +41,12 @@ class AffineNetConfig(Strict):
     """
 
     enabled: bool = True
+    head: Literal["pool", "keypoints"] = "pool"
     scale: int = Field(2, ge=1)
     channels: List[int] = Field(default_factory=lambda: [16, 32, 32, 64])
     translation_scale_mm: float = Field(10.0, gt=0)
+    keypoints: int = Field(32, ge=4, description="keypoints head: heat maps per image")
+    ridge: float = Field(0.01, ge=0, description="keypoints head: pull of the fit towards the identity")
 
 
 class StageConfig(Strict):

@@ -3,6 +3,10 @@
 * :class:`AffineNet` — localisation network: strided convolutions, global average pooling and a
   linear layer giving 12 numbers (3×3 matrix offset from identity, translation). Its last layer
   starts at zero, so an untrained cascade is the identity.
+* :class:`KeypointAffineNet` — localisation by matched keypoints: one encoder, shared by both
+  images, gives K heat maps per image; their soft-argmax positions are K corresponding points,
+  and the affine is their least-squares fit (closed form). It is exactly the identity whenever
+  moving equals fixed, at any stage of training, and it sees position explicitly.
 * :class:`FieldNet` — a small MONAI ``UNet`` and a 3-channel convolution head (also zero at
   start) giving a vector field in units of its input grid's voxels.
 
@@ -42,6 +46,69 @@ class AffineNet(nn.Module):
         out = self.head(features)
         matrix = torch.eye(3, device=pair.device, dtype=out.dtype) + out[:, :9].reshape(-1, 3, 3)
         return matrix, out[:, 9:]
+
+
+class KeypointAffineNet(nn.Module):
+    """``moving, fixed (N, C, X, Y, Z)`` on a grid with voxel→mm affine ``grid_affine`` →
+    ``(matrix (N, 3, 3), translation (N, 3) mm)`` with ``moving_point = matrix @ fixed_point +
+    translation`` (network mm, about the origin).
+
+    The encoder (strided MONAI convolutions; the first and last keep the resolution) ends in
+    ``keypoints`` heat maps; a spatial softmax turns each into an expected position in mm — on
+    the fixed image ``p_k``, on the moving image ``q_k``. The affine minimises
+    ``Σ_k |A p_k + t − q_k|² + (ridge · s² + K · 2 mm²) |A − I|²`` (``s²``: the fixed points'
+    spread), solved in closed form, so keypoints bunched together fall back to the identity
+    instead of an ill-posed fit. The heat maps start at zero, so every keypoint starts at the
+    grid centre and the untrained net gives exactly the identity.
+    """
+
+    RIDGE_FLOOR_MM = 2.0
+
+    def __init__(self, in_channels: int, channels: Sequence[int], keypoints: int = 32, ridge: float = 0.01):
+        super().__init__()
+        from monai.networks.blocks import Convolution
+
+        layers = []
+        c_in = in_channels
+        strides = [1] + [2] * (len(channels) - 2) + [1]
+        for c_out, stride in zip(channels, strides):
+            layers.append(Convolution(3, c_in, c_out, strides=stride, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm="instance"))
+            c_in = c_out
+        self.encoder = nn.Sequential(*layers)
+        self.heatmaps = nn.Conv3d(c_in, keypoints, kernel_size=1)
+        # zero heat maps: every keypoint starts at the grid centre in both images → identity
+        nn.init.zeros_(self.heatmaps.weight)
+        nn.init.zeros_(self.heatmaps.bias)
+        self.stride = 2 ** (len(channels) - 2)
+        self.ridge = ridge
+
+    def keypoints(self, volume: Tensor, grid_affine: Tensor) -> Tensor:
+        """``(N, C, X, Y, Z)`` → ``(N, K, 3)`` expected keypoint positions in mm."""
+        logits = self.heatmaps(self.encoder(volume))
+        n, k = logits.shape[:2]
+        weights = torch.softmax(logits.reshape(n, k, -1), dim=-1)
+        # a stride-2 convolution (kernel 3, padding 1) centres output voxel i on input voxel 2i
+        shape = logits.shape[2:]
+        axes = [torch.arange(s, device=volume.device, dtype=volume.dtype) * self.stride for s in shape]
+        index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+        a = grid_affine.to(device=volume.device, dtype=volume.dtype)
+        mm = index @ a[:3, :3].T + a[:3, 3]
+        return weights @ mm
+
+    def forward(self, moving: Tensor, fixed: Tensor, grid_affine: Tensor) -> Tuple[Tensor, Tensor]:
+        points = self.keypoints(torch.cat([fixed, moving]), grid_affine)
+        p, q = points.chunk(2)
+        p_mean, q_mean = p.mean(dim=1, keepdim=True), q.mean(dim=1, keepdim=True)
+        pc, qc = p - p_mean, q - q_mean
+        gram = pc.transpose(1, 2) @ pc                                   # (N, 3, 3)
+        eye = torch.eye(3, device=p.device, dtype=p.dtype)
+        spread = gram.diagonal(dim1=1, dim2=2).sum(-1) / 3
+        reg = (self.ridge * spread + p.shape[1] * self.RIDGE_FLOOR_MM ** 2)[:, None, None] * eye
+        # (Pcᵀ Pc + r I) Aᵀ = Pcᵀ Qc + r I  →  A = I exactly when Q = P
+        matrix_t = torch.linalg.solve(gram + reg, pc.transpose(1, 2) @ qc + reg)
+        matrix = matrix_t.transpose(1, 2)
+        translation = q_mean[:, 0] - (matrix @ p_mean[:, 0, :, None])[..., 0]
+        return matrix, translation
 
 
 class FieldNet(nn.Module):
