@@ -6,7 +6,7 @@ relative to the manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -67,6 +67,8 @@ class OptimConfig(Strict):
     affine_lr_factor: float = Field(0.1, gt=0, description="the localisation net learns at lr × this (lower, as STNs need)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: Optional[float] = Field(10.0, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: lr falls from lr to lr × final_lr_factor over the run")
+    final_lr_factor: float = Field(0.05, gt=0, le=1)
 
 
 class TrainConfig(Strict):

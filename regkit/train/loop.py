@@ -89,6 +89,15 @@ def make_optimizer(model, optim) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
+def learning_rate_factor(optim, step: int) -> float:
+    """Multiplier of every group's base learning rate at ``step`` (0-based; a pure function of
+    the step, so a resumed run continues the schedule exactly)."""
+    if optim.lr_schedule == "constant":
+        return 1.0
+    progress = min(step / max(optim.steps - 1, 1), 1.0)
+    return optim.final_lr_factor + (1 - optim.final_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2 ** 62))
 
@@ -204,15 +213,16 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     torch.manual_seed(config.seed)
     model = CascadeNet(config.model).to(dist.device)
     optimizer = make_optimizer(model, config.optim)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     step, best_metric = 0, None
     if resume is not None:
         ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
         step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
-    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache)
+    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache, device=dist.device)
     val_set = None
     if config.data.val_manifest is not None:
         val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
-                              train_set.num_labels or config.data.num_labels, config.data.cache)
+                              train_set.num_labels or config.data.num_labels, config.data.cache, device=dist.device)
     train_set.check_readable()
     if val_set is not None:
         val_set.check_readable()
@@ -253,6 +263,9 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             loss, terms = objective(outputs, batch, model.grid_affine)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            factor = learning_rate_factor(config.optim, step)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
             if config.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             optimizer.step()
