@@ -60,9 +60,9 @@ def random_intensity(volume: Tensor, config, generator=None) -> Tensor:
     gamma = float(torch.exp(_uniform(generator, math.log(low), math.log(high), 1)))
     out = volume.clamp(min=0) ** gamma
     if config.bias > 0:
-        coarse = _uniform(generator, -config.bias, config.bias, 1, 1, 4, 4, 4).float()
+        coarse = _uniform(generator, -config.bias, config.bias, 1, 1, 4, 4, 4).float().to(volume.device)
         bias = F.interpolate(coarse, size=volume.shape[1:], mode="trilinear", align_corners=True)[0]
         out = out * torch.exp(bias)
     if config.noise_std > 0:
-        out = out + config.noise_std * torch.randn(volume.shape, generator=generator)
+        out = out + config.noise_std * torch.randn(volume.shape, generator=generator).to(volume.device)
     return out.clamp(min=0)
