@@ -56,7 +56,9 @@ def main() -> None:
         write_transform(result.transform, field_path, reference=fixed, force=True)
         if a.evaluate:
             out = subprocess.run([sys.executable, str(a.evaluate), "--fixed-labels", str(a.data / f"{name}_fixed_labels.nii.gz"),
-                                  "--warped-labels", str(warped_path), "--field", str(field_path)], capture_output=True, text=True, check=True)
+                                  "--warped-labels", str(warped_path), "--field", str(field_path)], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"evaluate.py failed on {name}: {out.stderr.strip()[-600:]}")
             row.update({k: v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items() if not isinstance(v, dict)})
         rows.append(row)
         print(json.dumps(row), flush=True)
