@@ -124,3 +124,27 @@ def test_cli_train_writes_a_run_and_refuses_to_overwrite(tmp_path, sample_paths)
     assert (tmp_path / "run" / "last.safetensors").is_file() and (tmp_path / "run" / "config.yaml").is_file()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_cosine_schedule_falls_to_its_floor_and_resumes_exactly(tmp_path, sample_paths):
+    """The learning rate follows the cosine from lr to lr × final_lr_factor; a run interrupted
+    half-way and resumed with the same recipe takes the same steps as an uninterrupted one."""
+    from regkit.train.loop import learning_rate_factor, train
+
+    config = _config(tmp_path, sample_paths, optim={"steps": 4, "lr_schedule": "cosine", "final_lr_factor": 0.1})
+    factors = [learning_rate_factor(config.optim, s) for s in range(4)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    straight = train(config, out_dir=tmp_path / "a", progress=False)
+
+    def interrupt(step, terms):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = train(config, out_dir=tmp_path / "b", progress=False, callback=interrupt)
+    assert first.step == 2
+    resumed = train(config, out_dir=tmp_path / "b", resume=first.last, progress=False)
+    assert resumed.losses == pytest.approx(straight.losses[2:], rel=1e-5)
+    rows = [r.split(",") for r in (tmp_path / "a" / "log.csv").read_text().splitlines()[1:]]
+    lr_column = (tmp_path / "a" / "log.csv").read_text().splitlines()[0].split(",").index("lr")
+    assert float(rows[-1][lr_column]) == pytest.approx(config.optim.lr * 0.1)
