@@ -25,6 +25,9 @@ class DataConfig(Strict):
     val_manifest: Optional[Path] = None
     num_labels: Optional[int] = Field(None, ge=2, description="label values 0..num_labels-1; default: max over the label files + 1")
     cache: bool = True
+    prepare_on: Literal["device", "cpu"] = Field(
+        "device", description="where cached images live and pairs are resampled/augmented: the training device "
+        "(fast on a GPU) or the CPU (when the cohort does not fit in GPU memory)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":

@@ -218,11 +218,12 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     if resume is not None:
         ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
         step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
-    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache, device=dist.device)
+    data_device = dist.device if config.data.prepare_on == "device" else "cpu"
+    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache, device=data_device)
     val_set = None
     if config.data.val_manifest is not None:
         val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
-                              train_set.num_labels or config.data.num_labels, config.data.cache, device=dist.device)
+                              train_set.num_labels or config.data.num_labels, config.data.cache, device=data_device)
     train_set.check_readable()
     if val_set is not None:
         val_set.check_readable()
