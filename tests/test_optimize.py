@@ -181,3 +181,27 @@ def test_adam_matches_torch_optim():
             opt.step()
     assert torch.allclose(p1, p2, atol=1e-6)
     assert not torch.allclose(p1, torch.zeros(7))
+
+
+def test_dense_outer_is_evaluated_once_and_maps_points_like_the_chain(pair):
+    """Refining a cascade's prediction: the per-level map of a dense outer transform, sampled at
+    x + u(x), must give the moving-grid coordinates of outer(x + u(x)) computed through the chain
+    (exactly at u = 0; else up to interpolating a smooth map: measured max 0.10, mean 0.024
+    voxel of the moving copy for a 60 mm-wavelength warp)."""
+    from known_transforms import smooth_velocity
+    from regkit.optimize.deformable import _points_through_dense_outer
+    from regkit.optimize.levels import foreground_box, make_level
+    from regkit.transforms import AffineTransform, Compose
+
+    fixed, moving = pair["fixed"], pair["moving"]
+    level = make_level(fixed, moving, foreground_box(fixed, 10.0), 4.0)
+    outer = Compose(smooth_velocity(fixed, 4.0).exp(), known_affine(fixed))
+    mapped = _points_through_dense_outer(outer, level)
+    to_norm = level.world_to_moving_normalized().float()
+    half_voxels = torch.tensor(level.moving.shape[2:][::-1], dtype=torch.float32) / 2  # grid_sample xyz order
+    u = 1.5 * torch.sin(level.world.movedim(-1, 1) / 7.0)          # a smooth displacement, mm
+    for disp, max_error, mean_error in ((torch.zeros_like(u), 1e-3, 1e-4), (u, 0.15, 0.04)):
+        exact = outer(level.world + disp.movedim(1, -1)) @ to_norm[:3, :3].T + to_norm[:3, 3]
+        inside = exact.abs().amax(-1) < 0.95
+        error_voxels = ((mapped(disp) - exact).abs() * half_voxels).amax(-1)[inside]
+        assert float(error_voxels.max()) < max_error and float(error_voxels.mean()) < mean_error, (float(error_voxels.max()), float(error_voxels.mean()))

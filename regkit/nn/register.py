@@ -17,15 +17,30 @@ PathLike = Union[str, Path]
 
 
 def refine_config(config=None, steps: int = 0, metric: Optional[str] = None):
-    """The optimiser's config (preset name, YAML path, dict or config; ``default`` when None)
-    reduced to its finest deformable level run for ``steps`` iterations in front of the given
-    start; ``steps == 0`` turns the deformable stage off (the prediction is the result)."""
+    """The optimiser's config (preset name, YAML path, dict or config; ``default`` when None) as
+    a refinement of a given start: its deformable levels, coarse to fine, with their iterations
+    scaled to add up to ``steps`` (each level at least one; ``default`` at 40 is its own 30 + 10);
+    ``steps == 0`` turns the deformable stage off (the prediction is the result).
+
+    All levels, not just the finest: a cascade's remaining error is mostly coarse, and a 4 mm
+    iteration costs about an eighth of a 2 mm one."""
     from regkit.optimize.config import load_config
 
     cfg = load_config(config, metric=metric)
-    finest = cfg.deformable.levels[-1].model_copy(update={"iterations": int(steps)})
-    deformable = cfg.deformable.model_copy(update={"enabled": steps > 0, "levels": [finest]})
+    levels = cfg.deformable.levels
+    total = sum(level.iterations for level in levels) or 1
+    scaled = [level.model_copy(update={"iterations": max(1, round(steps * level.iterations / total))}) for level in levels]
+    deformable = cfg.deformable.model_copy(update={"enabled": steps > 0, "levels": scaled if steps > 0 else levels[-1:]})
     return cfg.model_copy(update={"deformable": deformable})
+
+
+def fixed_start(transform):
+    """A cascade's prediction with every velocity field exponentiated once, so an optimiser that
+    maps points through it at every iteration does not redo scaling and squaring each time."""
+    from regkit.transforms import Compose, VelocityField
+
+    parts = transform.transforms if isinstance(transform, Compose) else [transform]
+    return Compose(*[t.exp() if isinstance(t, VelocityField) else t for t in parts])
 
 
 def load(model: Union[PathLike, torch.nn.Module], device: Optional[str] = None) -> torch.nn.Module:
@@ -53,7 +68,7 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
     predicted = time.perf_counter() - start
     affine = initial.transforms[-1] if net.config.affine.enabled else None
     if refine > 0:
-        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
+        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=fixed_start(initial))
         result.affine = affine
     else:  # the prediction is the result: skip the optimiser's own preprocessing
         with torch.no_grad():
@@ -78,7 +93,8 @@ def model_start(model: Union[PathLike, torch.nn.Module], moving: Image, fixed: I
     from regkit.nn.predict import predict
 
     dev = device or "cpu"
-    return predict(load(model, dev), moving, fixed, dev), refine_config(config, refine, metric)
+    initial = predict(load(model, dev), moving, fixed, dev)
+    return (fixed_start(initial) if refine > 0 else initial), refine_config(config, refine, metric)
 
 
 def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathLike] = None, refine: int = 0, config=None,

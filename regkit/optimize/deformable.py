@@ -7,7 +7,9 @@ Per optimiser step (the design that makes it fast on a CPU):
   model ``exp(v)`` is integrated THERE by scaling and squaring (few steps), then sampled at the
   level's voxels with ONE trilinear upsampling (the same interpolation the final
   :class:`~regkit.transforms.VelocityField` uses, so the optimised and the saved maps agree);
-* the moving image is sampled ONCE at ``outer(x + u(x))`` (no intermediate resampling);
+* the moving image is sampled ONCE at ``outer(x + u(x))`` (no intermediate resampling); an
+  affine ``outer`` is folded into one matrix, a dense one (a cascade's prediction being refined)
+  is evaluated once per level and interpolated;
 * the regulariser acts on the control-grid parameters.
 
 A level starts from the previous level's parameters resampled onto its own control grid, so the
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from regkit import space
 from regkit.optimize.config import DeformableStage, RegistrationConfig
 from regkit.optimize.levels import Level
 from regkit.optimize.loop import run_adam
@@ -68,6 +71,22 @@ def _points_to_moving_grid(outer: Transform, level: Level):
     return lambda u: outer(level.world + u.movedim(1, -1)) @ m[:3, :3].T + m[:3, 3]
 
 
+def _points_through_dense_outer(outer: Transform, level: Level):
+    """Like :func:`_points_to_moving_grid` for a dense ``outer`` (e.g. a learned cascade's
+    prediction being refined): ``outer`` is evaluated ONCE per level, as the moving-grid
+    coordinates of ``outer(x)`` at every level voxel; a step interpolates that smooth map at
+    ``x + u(x)`` (one 3-channel sampling) instead of pushing the points through ``outer``'s
+    fields and differentiating through them (measured ~2x faster per refinement on 2 cores);
+    the moving image is still sampled once, at the mapped points."""
+    to_norm = level.world_to_moving_normalized().to(level.world.device, level.world.dtype)
+    with torch.no_grad():
+        mapped = (outer(level.world) @ to_norm[:3, :3].T + to_norm[:3, 3]).movedim(-1, 1).contiguous()  # (1, 3, X, Y, Z)
+    own = space.world_to_normalized_matrix(level.grid.affine, level.grid.shape).to(level.world.device, level.world.dtype)
+    base = level.world @ own[:3, :3].T + own[:3, 3]
+    lin = own[:3, :3]
+    return lambda u: space.sample(mapped, base + u.movedim(1, -1) @ lin.T, padding_mode="border").movedim(1, -1)
+
+
 def optimize_deformable(levels: List[Level], outer: Transform, sim: Similarity, stage: DeformableStage,
                         config: RegistrationConfig, initial: Optional[Tuple[Tensor, Tensor]] = None,
                         progress: bool = False) -> Tuple[Transform, List[Dict]]:
@@ -93,7 +112,10 @@ def optimize_deformable(levels: List[Level], outer: Transform, sim: Similarity, 
         v = start.clone().requires_grad_(True)
         spacing = grid.spacing.to(device=device, dtype=v.dtype)
 
-        to_moving = _points_to_moving_grid(outer, level)
+        if isinstance(outer, AffineTransform) and not outer.batched:
+            to_moving = _points_to_moving_grid(outer, level)
+        else:
+            to_moving = _points_through_dense_outer(outer, level)
 
         def loss_fn(level=level, grid=grid, spacing=spacing, v=v, to_moving=to_moving) -> Tensor:
             u_ctrl = scaling_and_squaring(v, grid.affine, stage.squaring_steps) if stage.model == "svf" else v
