@@ -56,11 +56,14 @@ class CascadeNet(nn.Module):
         self.grid_affine = canonical_grid_affine(config.grid_shape, config.grid_spacing_mm)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, moving: Tensor, fixed: Tensor) -> Dict[str, Tensor]:
+    def forward(self, moving: Tensor, fixed: Tensor, full_resolution: bool = True) -> Dict[str, Tensor]:
         """Predict the fixed→moving mapping of a batch on the canonical grid.
 
         Args:
             moving, fixed: ``(N, C, X, Y, Z)`` intensity-normalised, on the canonical grid.
+            full_resolution: also map every grid voxel and warp the moving image (``points``,
+                ``warped``: what the training loss needs); inference, which only needs the fields
+                and the affine, skips it.
         Returns:
             ``warped`` (moving warped by the whole cascade, ``(N, C, X, Y, Z)``); ``points``
             (the mapped network-world mm of every grid voxel, ``(N, X, Y, Z, 3)``);
@@ -96,9 +99,10 @@ class CascadeNet(nn.Module):
             else:
                 step = DisplacementField(field, affine)
             chain.insert(0, step)
-        points = self._points(moving, self.grid_affine, chain)
-        out["points"] = points
-        out["warped"] = warp(moving, self.grid_affine, points)
+        if full_resolution:
+            points = self._points(moving, self.grid_affine, chain)
+            out["points"] = points
+            out["warped"] = warp(moving, self.grid_affine, points)
         return out
 
     def _scales(self) -> List[int]:

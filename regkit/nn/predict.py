@@ -47,5 +47,5 @@ def predict(checkpoint_path: Union[PathLike, torch.nn.Module], moving: Image, fi
     model = checkpoint_path if isinstance(checkpoint_path, torch.nn.Module) else load_model(checkpoint_path, device)
     model = model.to(device).eval()
     mov, fix, centre = prepare_pair(model, moving, fixed, device)
-    outputs = model(mov, fix)
+    outputs = model(mov, fix, full_resolution=False)
     return model.to_world(outputs, offset_mm=centre)
