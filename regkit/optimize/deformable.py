@@ -9,7 +9,7 @@ Per optimiser step (the design that makes it fast on a CPU):
   :class:`~regkit.transforms.VelocityField` uses, so the optimised and the saved maps agree);
 * the moving image is sampled ONCE at ``outer(x + u(x))`` (no intermediate resampling); an
   affine ``outer`` is folded into one matrix, a dense one (a cascade's prediction being refined)
-  is evaluated once per level and interpolated;
+  is evaluated once per level with its Jacobian and applied to first order;
 * the regulariser acts on the control-grid parameters.
 
 A level starts from the previous level's parameters resampled onto its own control grid, so the
@@ -74,17 +74,19 @@ def _points_to_moving_grid(outer: Transform, level: Level):
 def _points_through_dense_outer(outer: Transform, level: Level):
     """Like :func:`_points_to_moving_grid` for a dense ``outer`` (e.g. a learned cascade's
     prediction being refined): ``outer`` is evaluated ONCE per level, as the moving-grid
-    coordinates of ``outer(x)`` at every level voxel; a step interpolates that smooth map at
-    ``x + u(x)`` (one 3-channel sampling) instead of pushing the points through ``outer``'s
-    fields and differentiating through them (measured ~2x faster per refinement on 2 cores);
-    the moving image is still sampled once, at the mapped points."""
+    coordinates ``P(x)`` of ``outer(x)`` at every level voxel and their Jacobian ``J(x)`` (central
+    differences, per mm); a step uses ``P(x) + J(x) u(x)``, first order in the refinement ``u``
+    (``outer`` is smooth and ``u`` a correction of a few mm), so it costs elementwise products
+    like the affine case instead of pushing the points through ``outer``'s fields or sampling a
+    map with a gradient (measured on 2 cores: 2.4× and 1.7× slower per refinement). The moving
+    image is still sampled once, at the mapped points."""
     to_norm = level.world_to_moving_normalized().to(level.world.device, level.world.dtype)
     with torch.no_grad():
-        mapped = (outer(level.world) @ to_norm[:3, :3].T + to_norm[:3, 3]).movedim(-1, 1).contiguous()  # (1, 3, X, Y, Z)
-    own = space.world_to_normalized_matrix(level.grid.affine, level.grid.shape).to(level.world.device, level.world.dtype)
-    base = level.world @ own[:3, :3].T + own[:3, 3]
-    lin = own[:3, :3]
-    return lambda u: space.sample(mapped, base + u.movedim(1, -1) @ lin.T, padding_mode="border").movedim(1, -1)
+        mapped = outer(level.world) @ to_norm[:3, :3].T + to_norm[:3, 3]                  # (1, X, Y, Z, 3)
+        per_voxel = torch.stack(torch.gradient(mapped, dim=(1, 2, 3)), dim=-1)         # d mapped / d (i, j, k)
+        per_mm = torch.linalg.inv(level.grid.affine[:3, :3].double()).to(mapped.device, mapped.dtype)
+        jacobian = per_voxel @ per_mm                                                    # (1, X, Y, Z, 3, 3)
+    return lambda u: mapped + (jacobian @ u.movedim(1, -1)[..., None])[..., 0]
 
 
 def optimize_deformable(levels: List[Level], outer: Transform, sim: Similarity, stage: DeformableStage,
