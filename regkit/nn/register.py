@@ -34,15 +34,6 @@ def refine_config(config=None, steps: int = 0, metric: Optional[str] = None):
     return cfg.model_copy(update={"deformable": deformable})
 
 
-def fixed_start(transform):
-    """A cascade's prediction with every velocity field exponentiated once, so an optimiser that
-    maps points through it at every iteration does not redo scaling and squaring each time."""
-    from regkit.transforms import Compose, VelocityField
-
-    parts = transform.transforms if isinstance(transform, Compose) else [transform]
-    return Compose(*[t.exp() if isinstance(t, VelocityField) else t for t in parts])
-
-
 def load(model: Union[PathLike, torch.nn.Module], device: Optional[str] = None) -> torch.nn.Module:
     from regkit.nn.checkpoint import load_model
 
@@ -68,7 +59,7 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
     predicted = time.perf_counter() - start
     affine = initial.transforms[-1] if net.config.affine.enabled else None
     if refine > 0:
-        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=fixed_start(initial))
+        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
         result.affine = affine
     else:  # the prediction is the result: skip the optimiser's own preprocessing
         with torch.no_grad():
@@ -93,8 +84,7 @@ def model_start(model: Union[PathLike, torch.nn.Module], moving: Image, fixed: I
     from regkit.nn.predict import predict
 
     dev = device or "cpu"
-    initial = predict(load(model, dev), moving, fixed, dev)
-    return (fixed_start(initial) if refine > 0 else initial), refine_config(config, refine, metric)
+    return predict(load(model, dev), moving, fixed, dev), refine_config(config, refine, metric)
 
 
 def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathLike] = None, refine: int = 0, config=None,
