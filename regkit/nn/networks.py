@@ -21,20 +21,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def conv_encoder(in_channels: int, channels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
+    """MONAI ``Convolution`` blocks (kernel 3, instance norm, leaky ReLU 0.2), one per entry."""
+    from monai.networks.blocks import Convolution
+
+    layers, c_in = [], in_channels
+    for c_out, stride in zip(channels, strides):
+        layers.append(Convolution(3, c_in, c_out, strides=stride, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm="instance"))
+        c_in = c_out
+    return nn.Sequential(*layers)
+
+
 class AffineNet(nn.Module):
     """``(N, 2C, X, Y, Z)`` → ``(matrix (N, 3, 3), translation (N, 3))`` (translation unitless)."""
 
     def __init__(self, in_channels: int, channels: Sequence[int]):
         super().__init__()
-        from monai.networks.blocks import Convolution
-
-        layers = []
-        c_in = in_channels
-        for c_out in channels:
-            layers.append(Convolution(3, c_in, c_out, strides=2, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm="instance"))
-            c_in = c_out
-        self.encoder = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, 12)
+        self.encoder = conv_encoder(in_channels, channels, [2] * len(channels))
+        self.head = nn.Linear(channels[-1], 12)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -66,16 +70,8 @@ class KeypointAffineNet(nn.Module):
 
     def __init__(self, in_channels: int, channels: Sequence[int], keypoints: int = 32, ridge: float = 0.01):
         super().__init__()
-        from monai.networks.blocks import Convolution
-
-        layers = []
-        c_in = in_channels
-        strides = [1] + [2] * (len(channels) - 2) + [1]
-        for c_out, stride in zip(channels, strides):
-            layers.append(Convolution(3, c_in, c_out, strides=stride, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm="instance"))
-            c_in = c_out
-        self.encoder = nn.Sequential(*layers)
-        self.heatmaps = nn.Conv3d(c_in, keypoints, kernel_size=1)
+        self.encoder = conv_encoder(in_channels, channels, [1] + [2] * (len(channels) - 2) + [1])
+        self.heatmaps = nn.Conv3d(channels[-1], keypoints, kernel_size=1)
         # zero heat maps: every keypoint starts at the grid centre in both images → identity
         nn.init.zeros_(self.heatmaps.weight)
         nn.init.zeros_(self.heatmaps.bias)
