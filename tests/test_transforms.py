@@ -150,3 +150,44 @@ def test_batched_displacement_on_keeps_items_apart(batch):
     if batch > 1:
         with pytest.raises(ValueError, match="needs points"):
             a(torch.zeros(3, 4, 5, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("target", [
+    # a finer grid nested in GRID's axes (permuted and flipped like GRID), reaching past its border
+    torch.tensor([[0.75, 0.0, 0.0, -14.0], [0.0, 0.0, -0.6, 11.5], [0.0, 0.9, 0.0, -15.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64),
+    # a coarser, shifted one with the first axis reversed
+    torch.tensor([[-3.0, 0.0, 0.0, 14.0], [0.0, 0.0, -2.4, 9.0], [0.0, 3.6, 0.0, -13.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64),
+])
+def test_field_on_an_axis_parallel_grid_takes_the_separable_path_with_the_same_values(target):
+    """``DisplacementField.grid_points``/``displacement_on`` on a grid whose axes are parallel
+    to the field's are three matrix products, and must equal grid_sample at every voxel,
+    border extension included; their gradient too."""
+    from regkit.transforms.field import sample_field, sample_field_on_grid
+
+    u = _smooth(3.0).float()[None].requires_grad_(True)
+    shape = (37, 29, 31)
+    fast = sample_field_on_grid(u, GRID, target, shape)
+    assert fast is not None
+    slow = sample_field(u, GRID, space.world_grid(target, shape)).movedim(-1, 0)[None]
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    weights = torch.randn(fast.shape)
+    g_fast, = torch.autograd.grad((fast * weights).sum(), u)
+    g_slow, = torch.autograd.grad((slow * weights).sum(), u)
+    torch.testing.assert_close(g_fast, g_slow, atol=1e-3, rtol=1e-3)
+    field = DisplacementField(u.detach()[0], GRID)
+    points = field.grid_points(target, shape)
+    torch.testing.assert_close(points, space.world_grid(target, shape) + slow[0].detach().movedim(0, -1), atol=1e-4, rtol=1e-4)
+    chained = Compose(field, _affine()).grid_points(target, shape)
+    torch.testing.assert_close(chained, _affine()(points), atol=1e-4, rtol=1e-4)
+
+
+def test_field_on_an_oblique_grid_falls_back_to_grid_sample():
+    from regkit.transforms.field import sample_field_on_grid
+
+    oblique = GRID.clone()
+    oblique[:3, :3] = GRID[:3, :3] @ torch.linalg.matrix_exp(torch.tensor([[0.0, -0.3, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64))
+    u = _smooth(2.0).float()
+    assert sample_field_on_grid(u[None], GRID, oblique, (8, 8, 8)) is None
+    field = DisplacementField(u, GRID)
+    x = space.world_grid(oblique, (8, 8, 8))
+    torch.testing.assert_close(field.grid_points(oblique, (8, 8, 8)), field(x))

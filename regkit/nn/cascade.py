@@ -68,7 +68,8 @@ class CascadeNet(nn.Module):
             ``warped`` (moving warped by the whole cascade, ``(N, C, X, Y, Z)``); ``points``
             (the mapped network-world mm of every grid voxel, ``(N, X, Y, Z, 3)``);
             ``affine_matrix`` ``(N, 3, 3)`` and ``affine_translation`` ``(N, 3)`` mm when the
-            affine net is on; ``field{k}`` ``(N, 3, ...)`` mm (displacement or velocity) of
+            affine net is on (and, with ``full_resolution``, ``affine_points``: every grid voxel
+            mapped by the affine alone, for the affine stage's own loss); ``field{k}`` ``(N, 3, ...)`` mm (displacement or velocity) of
             stage k on its level grid.
         """
         levels = {1: (moving, fixed)}
@@ -102,6 +103,8 @@ class CascadeNet(nn.Module):
         if full_resolution:
             points = self._points(moving, self.grid_affine, chain)
             out["points"] = points
+            if self.affine_net is not None:
+                out["affine_points"] = self._points(moving, self.grid_affine, chain[-1:])
             out["warped"] = warp(moving, self.grid_affine, points)
         return out
 
@@ -113,9 +116,8 @@ class CascadeNet(nn.Module):
 
     @staticmethod
     def _points(volume: Tensor, affine: Tensor, chain: List[Transform]) -> Tensor:
-        x = space.world_grid(affine, volume.shape[2:], device=volume.device)
-        x = x.expand(volume.shape[0], *x.shape)
-        return Compose(*chain)(x) if chain else x
+        points = Compose(*chain).grid_points(affine, volume.shape[2:], device=volume.device)
+        return points if points.dim() == 5 else points.expand(volume.shape[0], *points.shape)
 
     def _warp(self, volume: Tensor, affine: Tensor, chain: List[Transform]) -> Tensor:
         return warp(volume, affine, self._points(volume, affine, chain)) if chain else volume

@@ -19,6 +19,7 @@ from regkit import space
 from regkit.image import Image
 from regkit.nn.config import IntensityConfig
 from regkit.resample import warp
+from regkit.transforms import Transform
 
 
 def canonical_grid_affine(shape: Sequence[int], spacing_mm: float) -> Tensor:
@@ -68,9 +69,12 @@ def grid_world_points(grid_affine: Tensor, shape: Sequence[int], offset_mm: Tens
 
     ``points_transform`` (optional, e.g. augmentation) acts on network points first.
     """
-    points = space.world_grid(grid_affine, shape, device=device)
-    if points_transform is not None:
-        points = points_transform(points)
+    if isinstance(points_transform, Transform):  # a field first takes the separable fast path
+        points = points_transform.grid_points(grid_affine, shape, device=device)
+    elif points_transform is not None:
+        points = points_transform(space.world_grid(grid_affine, shape, device=device))
+    else:
+        points = space.world_grid(grid_affine, shape, device=device)
     return points + torch.as_tensor(offset_mm, dtype=points.dtype, device=points.device)
 
 

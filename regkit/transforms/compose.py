@@ -1,7 +1,7 @@
 """Composition of transforms into one mapping (one sampling grid, one image resampling)."""
 from __future__ import annotations
 
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -29,6 +29,19 @@ class Compose(Transform):
 
     def forward(self, points: Tensor) -> Tensor:
         for t in self.transforms:
+            points = t(points)
+        return points
+
+    def grid_points(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+        """Mapped world points of every voxel of a grid; the first transform maps the grid
+        itself, so a field there takes its separable fast path (see ``DisplacementField``)."""
+        if not len(self.transforms):
+            return self._grid(affine, shape, device, dtype)
+        points = self.transforms[0].grid_points(affine, shape, device, dtype)
+        n = self.batch_size
+        if n is not None and points.dim() == 4:
+            points = points.expand(n, *points.shape)
+        for t in list(self.transforms)[1:]:
             points = t(points)
         return points
 
