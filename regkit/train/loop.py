@@ -30,7 +30,7 @@ from regkit.train.distributed import Distributed
 log = logging.getLogger(__name__)
 
 LAST, BEST, LOG_CSV = "last.safetensors", "best.safetensors", "log.csv"
-LOG_COLUMNS = ["step", "epoch", "loss", "similarity", "regularization", "dice", "affine_l2", "lr", "seconds",
+LOG_COLUMNS = ["step", "epoch", "loss", "similarity", "regularization", "dice", "affine_l2", "affine_stage", "lr", "seconds",
                "val_dice", "val_folding_percent", "val_similarity"]
 
 
@@ -132,8 +132,12 @@ class RunLog:
     def __init__(self, out_dir: Path, append: bool):
         self.path = out_dir / LOG_CSV
         new = not (append and self.path.exists())
+        columns = LOG_COLUMNS
+        if not new:  # a run resumed by a newer regkit keeps its file's columns
+            with self.path.open(newline="") as f:
+                columns = next(csv.reader(f), None) or LOG_COLUMNS
         self._file = self.path.open("w" if new else "a", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        self._csv = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
         if new:
             self._csv.writeheader()
         self.tensorboard = None
