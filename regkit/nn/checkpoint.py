@@ -52,11 +52,11 @@ def versions() -> Dict[str, str]:
     import regkit
 
     out = {"regkit": regkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import monai
+    try:  # the installed version without importing MONAI (seconds)
+        from importlib.metadata import version
 
-        out["monai"] = monai.__version__
-    except ImportError:  # pragma: no cover - monai is a dependency
+        out["monai"] = version("monai")
+    except Exception:  # pragma: no cover - monai is a dependency
         pass
     return out
 

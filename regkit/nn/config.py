@@ -50,7 +50,7 @@ class AffineNetConfig(Strict):
 
 
 class StageConfig(Strict):
-    """One dense-field stage: a small U-Net (MONAI ``UNet``) on the pair at 1/``scale`` of the
+    """One dense-field stage: a small U-Net (MONAI's ``UNet`` layout) on the pair at 1/``scale`` of the
     training grid, whose output is a displacement or stationary velocity field on that level's
     grid, in units of that level's voxel size (converted to mm)."""
 

@@ -1,4 +1,4 @@
-"""The two kinds of network in the cascade, built from MONAI blocks.
+"""The two kinds of network in the cascade, built from MONAI-layout blocks (:mod:`regkit.nn.blocks`).
 
 * :class:`AffineNet` — localisation network: strided convolutions, global average pooling and a
   linear layer giving 12 numbers (3×3 matrix offset from identity, translation). Its last layer
@@ -7,7 +7,7 @@
   images, gives K heat maps per image; their soft-argmax positions are K corresponding points,
   and the affine is their least-squares fit (closed form). It is exactly the identity whenever
   moving equals fixed, at any stage of training, and it sees position explicitly.
-* :class:`FieldNet` — a small MONAI ``UNet`` and a 3-channel convolution head (also zero at
+* :class:`FieldNet` — a small U-Net (MONAI's ``UNet`` layout) and a 3-channel convolution head (also zero at
   start) giving a vector field in units of its input grid's voxels.
 
 Both take the pair concatenated on the channel axis, ``(N, 2C, X, Y, Z)``.
@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from regkit.nn.blocks import ConvBlock, UNet
+
 
 def conv_encoder(in_channels: int, channels: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
-    """MONAI ``Convolution`` blocks (kernel 3, instance norm, leaky ReLU 0.2), one per entry."""
-    from monai.networks.blocks import Convolution
-
+    """:class:`~regkit.nn.blocks.ConvBlock` s (kernel 3, instance norm, leaky ReLU 0.2), one per entry."""
     layers, c_in = [], in_channels
     for c_out, stride in zip(channels, strides):
-        layers.append(Convolution(3, c_in, c_out, strides=stride, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm="instance"))
+        layers.append(ConvBlock(c_in, c_out, stride=stride))
         c_in = c_out
     return nn.Sequential(*layers)
 
@@ -57,7 +57,7 @@ class KeypointAffineNet(nn.Module):
     ``(matrix (N, 3, 3), translation (N, 3) mm)`` with ``moving_point = matrix @ fixed_point +
     translation`` (network mm, about the origin).
 
-    The encoder (strided MONAI convolutions; the first and last keep the resolution) ends in
+    The encoder (strided convolution blocks; the first and last keep the resolution) ends in
     ``keypoints`` heat maps; a spatial softmax turns each into an expected position in mm — on
     the fixed image ``p_k``, on the moving image ``q_k``. The affine minimises
     ``Σ_k |A p_k + t − q_k|² + (ridge · s² + K · 2 mm²) |A − I|²`` (``s²``: the fixed points'
@@ -116,12 +116,9 @@ class FieldNet(nn.Module):
 
     def __init__(self, in_channels: int, channels: Sequence[int], head_channels: int):
         super().__init__()
-        from monai.networks.nets import UNet
-
         strides = [2] * (len(channels) - 1)
         self.multiple = 2 ** len(strides)
-        self.unet = UNet(3, in_channels, head_channels, channels=list(channels), strides=strides,
-                         act=("leakyrelu", {"negative_slope": 0.2}), norm="instance")
+        self.unet = UNet(in_channels, head_channels, channels, strides)
         self.act = nn.LeakyReLU(0.2)
         self.head = nn.Conv3d(head_channels, 3, kernel_size=3, padding=1)
         nn.init.zeros_(self.head.weight)
