@@ -235,8 +235,9 @@ def _keypoint_net(seed: int = 0):
 
     torch.manual_seed(seed)
     net = KeypointAffineNet(1, [4, 8, 8], keypoints=16)
-    with torch.no_grad():  # trained-like, peaked heat maps instead of the zero start
+    with torch.no_grad():  # trained-like, peaked heat maps instead of the flat start
         net.heatmaps.weight.normal_(0, 3.0)
+        net.gain.fill_(1.0)
     return net.eval()
 
 
@@ -256,7 +257,7 @@ def test_keypoint_affine_is_the_identity_for_identical_images_and_at_the_start()
     matrix, translation = _keypoint_net()(fixed, fixed, grid)
     assert torch.allclose(matrix[0], torch.eye(3), atol=1e-5) and translation.abs().max() < 1e-4
     untrained = KeypointAffineNet(1, [4, 8, 8], keypoints=16)
-    matrix, translation = untrained(torch.roll(fixed, 4, dims=2), fixed, grid)  # zero heat maps
+    matrix, translation = untrained(torch.roll(fixed, 4, dims=2), fixed, grid)  # flat heat maps (gain 0)
     assert torch.equal(matrix[0], torch.eye(3)) and translation.abs().max() < 1e-5
 
 
@@ -288,8 +289,46 @@ def test_cascade_with_keypoint_head_trains_saves_and_loads(tmp_path, pair):
     model = CascadeNet(config)
     with torch.no_grad():
         model.affine_net.heatmaps.weight.normal_(0, 3.0)
+        model.affine_net.gain.fill_(1.0)
     model.eval()
     path = write_checkpoint(tmp_path / "kp.safetensors", model_tensors(model), {"model_config": config.model_dump(mode="json")})
     before = predict(model, moving, fixed).displacement_on(fixed.affine, fixed.shape)
     after = predict(path, moving, fixed).displacement_on(fixed.affine, fixed.shape)
     assert before.abs().max() > 0.5 and torch.equal(before, after)
+
+
+def test_keypoint_heads_learn_distinct_keypoints():
+    """The untrained head is the identity, but its K heat maps must not be copies of one
+    another: a few optimisation steps must spread the keypoints (a zero-initialised heat-map
+    layer gives every channel the same gradient forever, i.e. one keypoint K times and a
+    translation-only affine)."""
+    from regkit.nn.grid import canonical_grid_affine
+    from regkit.nn.networks import KeypointAffineNet
+
+    grid = canonical_grid_affine((40, 40, 40), 4.0)
+    torch.manual_seed(0)
+    net = KeypointAffineNet(1, [4, 8, 8], keypoints=8)
+    fixed = _blob_volume()
+    moving = torch.roll(fixed, 4, dims=2)
+    assert net.keypoints(fixed, grid)[0].std(0).max() == 0  # the identity start: all at the centre
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(5):
+        _, translation = net(moving, fixed, grid)
+        loss = (translation[0] - torch.tensor([16.0, 0.0, 0.0])).square().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert net.keypoints(fixed, grid)[0].std(0).min() > 0.01
+
+
+def test_checkpoint_from_before_the_heatmap_gain_loads_with_gain_one(tmp_path):
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.checkpoint import load_model, model_tensors, write_checkpoint
+    from regkit.nn.config import ModelConfig
+
+    config = ModelConfig.model_validate({**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}})
+    tensors = model_tensors(CascadeNet(config))
+    del tensors["model/affine_net.gain"]
+    path = write_checkpoint(tmp_path / "old.safetensors", tensors, {"model_config": config.model_dump(mode="json")})
+    assert float(load_model(path).affine_net.gain.detach()) == 1.0

@@ -178,6 +178,7 @@ def test_affine_stage_loss_scores_the_affine_alone():
     model = CascadeNet(model_config)
     with torch.no_grad():
         model.affine_net.heatmaps.weight.normal_(0, 1.0)
+        model.affine_net.gain.fill_(1.0)
     losses = {w: CascadeLoss(LossConfig(dice_weight=1.0, affine_stage_weight=w, affine_stage_stride=2), model_config, num_labels=3) for w in (0.0, 0.5)}
 
     same = _blob_batch(0)

@@ -113,10 +113,18 @@ def model_tensors(model: torch.nn.Module) -> Dict[str, Tensor]:
     return {f"model/{k}": v for k, v in model.state_dict().items()}
 
 
+# Parameters introduced after checkpoints were already written, with the value that reproduces
+# the older models exactly (keypoint head before its heat-map gain: an implicit gain of 1).
+LEGACY_DEFAULTS: Dict[str, float] = {"affine_net.gain": 1.0}
+
+
 def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, path: PathLike) -> None:
     """Load ``model/`` weights strictly; a different architecture is an :class:`InputError`."""
     state = checkpoint.group("model")
     own = model.state_dict()
+    for key, value in LEGACY_DEFAULTS.items():  # parameters added since: their old implicit value
+        if key in own and key not in state:
+            state[key] = torch.full_like(own[key], value)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

@@ -62,8 +62,8 @@ class KeypointAffineNet(nn.Module):
     the fixed image ``p_k``, on the moving image ``q_k``. The affine minimises
     ``Σ_k |A p_k + t − q_k|² + (ridge · s² + K · 2 mm²) |A − I|²`` (``s²``: the fixed points'
     spread), solved in closed form, so keypoints bunched together fall back to the identity
-    instead of an ill-posed fit. The heat maps start at zero, so every keypoint starts at the
-    grid centre and the untrained net gives exactly the identity.
+    instead of an ill-posed fit. The heat maps' gain starts at zero, so every keypoint starts at
+    the grid centre and the untrained net gives exactly the identity.
     """
 
     RIDGE_FLOOR_MM = 2.0
@@ -71,16 +71,20 @@ class KeypointAffineNet(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int], keypoints: int = 32, ridge: float = 0.01):
         super().__init__()
         self.encoder = conv_encoder(in_channels, channels, [1] + [2] * (len(channels) - 2) + [1])
+        # Heat maps = gain · (1×1 convolution). The convolution starts RANDOM and the gain at
+        # zero: flat heat maps put every keypoint at the grid centre in both images (the
+        # identity), yet the keypoints differ from the first step on. A zero-initialised
+        # convolution instead gives all K channels the same gradient forever: the recipe trained
+        # that way ended with 32 copies of one keypoint, i.e. a translation-only "affine".
         self.heatmaps = nn.Conv3d(channels[-1], keypoints, kernel_size=1)
-        # zero heat maps: every keypoint starts at the grid centre in both images → identity
-        nn.init.zeros_(self.heatmaps.weight)
         nn.init.zeros_(self.heatmaps.bias)
+        self.gain = nn.Parameter(torch.zeros(1))
         self.stride = 2 ** (len(channels) - 2)
         self.ridge = ridge
 
     def keypoints(self, volume: Tensor, grid_affine: Tensor) -> Tensor:
         """``(N, C, X, Y, Z)`` → ``(N, K, 3)`` expected keypoint positions in mm."""
-        logits = self.heatmaps(self.encoder(volume))
+        logits = self.gain * self.heatmaps(self.encoder(volume))
         n, k = logits.shape[:2]
         weights = torch.softmax(logits.reshape(n, k, -1), dim=-1)
         # a stride-2 convolution (kernel 3, padding 1) centres output voxel i on input voxel 2i
