@@ -87,22 +87,24 @@ def add_to(app: typer.Typer) -> None:
             return
         if moving is None or fixed is None:
             raise InputError("give MOVING and FIXED images (or --pairs MANIFEST)")
-        initial, settings = None, config
+        start, settings = None, config
         if model is not None:
             from regkit.cli.common import resolve_device
-            from regkit.io.images import load_image
             from regkit.nn.register import model_start
 
-            initial, settings = model_start(model, load_image(moving), load_image(fixed), refine, config, metric, resolve_device(device))
+            start, settings = model_start(model, refine, config, metric, resolve_device(device))
         run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=settings, device=device, seed=seed,
-            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, initial_transform=initial)
+            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, start=start)
 
 
 def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = None, metric: Optional[str] = None,
         config: str = "default", device: str = "auto", seed: Optional[int] = None, fixed_mask: Optional[Path] = None,
         moving_mask: Optional[Path] = None, qc: bool = False, progress: bool = True, force: bool = False,
-        initial_transform=None) -> None:
-    """The body of ``regkit register`` (kept callable so other options, e.g. a learned start, reuse it)."""
+        initial_transform=None, start=None) -> None:
+    """The body of ``regkit register`` (kept callable so other options, e.g. a learned start, reuse it).
+
+    ``start(moving, fixed)``, when given, computes the initial transform from the images read here
+    (a trained cascade's prediction); its time is logged as ``predict_seconds``."""
     t0 = time.perf_counter()
     from regkit.cli.common import resolve_device, setup_logging
     from regkit.checks import check_has_contrast
@@ -121,11 +123,18 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     fmask = load_label(fixed_mask) if fixed_mask is not None else None
     mmask = load_label(moving_mask) if moving_mask is not None else None
     _check_memory(fixed_img, moving_img, cfg, fixed)
+    predict_seconds = None
+    if start is not None:
+        t_predict = time.perf_counter()
+        initial_transform = start(moving_img, fixed_img)
+        predict_seconds = time.perf_counter() - t_predict
     try:
         result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
                           initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
     except RegistrationError as e:  # name the pair: the library does not know the file names
         raise RegistrationError(f"{moving} -> {fixed}: {e}") from e
+    if predict_seconds is not None:  # the optimiser's register_seconds does not include it
+        result.log["predict_seconds"] = round(predict_seconds, 3)
     t_write = time.perf_counter()
     written = write_result(result, out, labels, force=force)
     if qc:

@@ -222,6 +222,9 @@ def test_cli_register_with_model_and_cohort(tmp_path, sample_paths):
     assert torch.allclose(written.float(), expected, atol=1e-4)
     for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "affine.mat", "warp.nii.gz"):
         assert (tmp_path / "one" / name).is_file(), name
+    import json
+    assert json.loads((tmp_path / "one" / "log.json").read_text())["predict_seconds"] > 0  # timed apart from the optimiser
+    assert "prediction" in result.output
     bad = CliRunner().invoke(app, ["register", s["moving"], s["fixed"], "--out", str(tmp_path / "two"), "--refine", "3"])
     assert bad.exit_code == 2 and "--refine needs --model" in bad.output
     manifest = write_manifest(tmp_path / "pairs.csv", sample_paths, both_directions=False)

@@ -77,14 +77,16 @@ def rank_share(items: List, rank: Optional[int] = None, world_size: Optional[int
     return items[rank::world_size]
 
 
-def model_start(model: Union[PathLike, torch.nn.Module], moving: Image, fixed: Image, refine: int = 0, config=None,
+def model_start(model: Union[PathLike, torch.nn.Module], refine: int = 0, config=None,
                 metric: Optional[str] = None, device: Optional[str] = None):
-    """``(initial transform, optimiser config)`` for ``regkit register --model [--refine N]``: the
-    cascade's prediction and the config that runs ``refine`` iterations from it (none at 0)."""
+    """``(start, optimiser config)`` for ``regkit register --model [--refine N]``: ``start(moving,
+    fixed)`` is the cascade's prediction for the images the command has already read (the model is
+    loaded now, once), and the config runs ``refine`` iterations from it (none at 0)."""
     from regkit.nn.predict import predict
 
     dev = device or "cpu"
-    return predict(load(model, dev), moving, fixed, dev), refine_config(config, refine, metric)
+    net = load(model, dev)
+    return (lambda moving, fixed: predict(net, moving, fixed, dev)), refine_config(config, refine, metric)
 
 
 def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathLike] = None, refine: int = 0, config=None,

@@ -93,6 +93,8 @@ def summary_line(log: Dict, out_dir: Path, n_files: int, wall_seconds: Optional[
     stages: Dict[str, float] = {}
     for lv in log.get("levels", []):
         stages[lv["stage"]] = stages.get(lv["stage"], 0.0) + lv["seconds"]
+    if "predict_seconds" in log:  # a trained cascade's prediction (--model) came first
+        stages = {"prediction": float(log["predict_seconds"]), **stages}
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
     if write_seconds is not None:
         parts += f", writing {write_seconds:.1f} s"
