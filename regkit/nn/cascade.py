@@ -49,7 +49,8 @@ class CascadeNet(nn.Module):
         pair_channels = 2 * config.in_channels
         self.affine_net: Optional[nn.Module] = None
         if config.affine.enabled and config.affine.head == "keypoints":
-            self.affine_net = KeypointAffineNet(config.in_channels, config.affine.channels, config.affine.keypoints, config.affine.ridge)
+            self.affine_net = KeypointAffineNet(config.in_channels, config.affine.channels, config.affine.keypoints, config.affine.ridge,
+                                               config.affine.gain_scale)
         elif config.affine.enabled:
             self.affine_net = AffineNet(pair_channels, config.affine.channels)
         self.stages = nn.ModuleList(FieldNet(pair_channels, s.channels, s.head_channels) for s in config.stages)

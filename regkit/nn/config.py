@@ -47,6 +47,7 @@ class AffineNetConfig(Strict):
     translation_scale_mm: float = Field(10.0, gt=0)
     keypoints: int = Field(32, ge=4, description="keypoints head: heat maps per image")
     ridge: float = Field(0.01, ge=0, description="keypoints head: pull of the fit towards the identity")
+    gain_scale: float = Field(1.0, gt=0, description="keypoints head: the heat maps' gain (zero at the start) is learnt this many times faster")
 
 
 class StageConfig(Strict):

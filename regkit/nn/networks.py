@@ -68,7 +68,7 @@ class KeypointAffineNet(nn.Module):
 
     RIDGE_FLOOR_MM = 2.0
 
-    def __init__(self, in_channels: int, channels: Sequence[int], keypoints: int = 32, ridge: float = 0.01):
+    def __init__(self, in_channels: int, channels: Sequence[int], keypoints: int = 32, ridge: float = 0.01, gain_scale: float = 1.0):
         super().__init__()
         self.encoder = conv_encoder(in_channels, channels, [1] + [2] * (len(channels) - 2) + [1])
         # Heat maps = gain · (1×1 convolution). The convolution starts RANDOM and the gain at
@@ -79,12 +79,13 @@ class KeypointAffineNet(nn.Module):
         self.heatmaps = nn.Conv3d(channels[-1], keypoints, kernel_size=1)
         nn.init.zeros_(self.heatmaps.bias)
         self.gain = nn.Parameter(torch.zeros(1))
+        self.gain_scale = float(gain_scale)  # heat maps = gain_scale · gain · conv: the gain learns gain_scale× faster
         self.stride = 2 ** (len(channels) - 2)
         self.ridge = ridge
 
     def keypoints(self, volume: Tensor, grid_affine: Tensor) -> Tensor:
         """``(N, C, X, Y, Z)`` → ``(N, K, 3)`` expected keypoint positions in mm."""
-        logits = self.gain * self.heatmaps(self.encoder(volume))
+        logits = (self.gain_scale * self.gain) * self.heatmaps(self.encoder(volume))
         n, k = logits.shape[:2]
         weights = torch.softmax(logits.reshape(n, k, -1), dim=-1)
         # a stride-2 convolution (kernel 3, padding 1) centres output voxel i on input voxel 2i
