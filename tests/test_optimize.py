@@ -205,3 +205,43 @@ def test_dense_outer_is_evaluated_once_and_maps_points_like_the_chain(pair):
         inside = exact.abs().amax(-1) < 0.95
         error_voxels = ((mapped(disp) - exact).abs() * half_voxels).amax(-1)[inside]
         assert float(error_voxels.max()) < max_error and float(error_voxels.mean()) < mean_error, (float(error_voxels.max()), float(error_voxels.mean()))
+
+
+def test_velocity_chain_start_warm_starts_the_optimisers_own_svf(pair):
+    """A start made of SVFs then an affine (a learned cascade's SVF prediction) becomes the
+    optimiser's own model: its affine held as the outer part and the summed velocities (on the
+    first field's grid) as the starting SVF, which the refinement brings closer to the truth."""
+    from known_transforms import coarse_grid
+    from regkit import space
+    from regkit.optimize.register import velocity_start
+    from regkit.transforms import DisplacementField
+
+    fixed = pair["fixed"]
+    v = smooth_velocity(fixed, amplitude_mm=4.0)
+    truth = Compose(v, known_affine(fixed))
+    moving = resample(fixed, truth.inverse(), fixed)
+    coarse_affine, coarse_shape = coarse_grid(fixed, 4)
+    part = DisplacementField(v.velocity, v.affine).displacement_on(coarse_affine, coarse_shape)
+    start = Compose(VelocityField(0.3 * v.velocity, v.affine), VelocityField(0.3 * part, coarse_affine), known_affine(fixed))
+    (velocity, grid), affine = velocity_start(start)
+    assert grid is start.transforms[0].affine and affine is start.transforms[-1]
+    from regkit.transforms import sample_field
+    coarse_on_fine = sample_field(part[None], coarse_affine, space.world_grid(v.affine, v.shape)).movedim(-1, 0)[None]
+    torch.testing.assert_close(velocity, 0.3 * v.velocity + 0.3 * coarse_on_fine, atol=1e-4, rtol=1e-4)
+    assert velocity_start(Compose(v.exp(), known_affine(fixed))) is None            # a displacement: no SVF to start from
+    assert velocity_start(Compose(v, v)) is None                                     # no affine last
+
+    cfg = {"deformable": {"levels": [{"spacing_mm": 2.5, "control_spacing_mm": 5, "iterations": 25}], "regularization_weight": 0.1}}
+    result = register(moving, fixed, config=cfg, initial_transform=start, seed=0)
+    assert result.log["initial_transform"] == "Compose (velocity warm start)"
+    assert isinstance(result.transform.transforms[0], VelocityField) and len(result.transform) == 2
+    torch.testing.assert_close(result.affine.homogeneous(), known_affine(fixed).homogeneous().float())
+    # the same iterations from zero velocity (same affine): the warm start must end closer
+    cold = Compose(VelocityField(0 * v.velocity, v.affine), known_affine(fixed))
+    cold_result = register(moving, fixed, config=cfg, initial_transform=cold, seed=0)
+    brain = pair["fixed_labels"].data[0] > 0
+    x = fixed.world_grid()[brain]
+    with torch.no_grad():
+        error = {name: float((t(x) - truth(x)).norm(dim=-1).mean()) for name, t in
+                 (("start", start), ("warm", result.transform), ("cold", cold_result.transform))}
+    assert error["start"] > 1.0 and error["warm"] < 0.75 * error["start"] and error["warm"] < 0.9 * error["cold"], error

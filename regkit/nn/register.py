@@ -60,7 +60,6 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
     affine = initial.transforms[-1] if net.config.affine.enabled else None
     if refine > 0:
         result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
-        result.affine = affine
     else:  # the prediction is the result: skip the optimiser's own preprocessing
         with torch.no_grad():
             result = RegistrationResult(initial, resample(moving, initial, fixed), fixed, {"device": str(dev)}, affine)

@@ -21,7 +21,7 @@ from regkit.optimize.deformable import optimize_deformable
 from regkit.optimize.levels import foreground_box, make_level, robust_normalize
 from regkit.optimize.objective import similarity
 from regkit.resample import resample
-from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, to_displacement_field
+from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField, to_displacement_field
 
 
 @dataclass
@@ -158,9 +158,15 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
 
     # --- affine stage (or the given start)
     start_affine = as_affine_transform(initial_transform)
+    warm = velocity_start(initial_transform) if cfg.deformable.model == "svf" and cfg.deformable.enabled else None
     outer: Transform
     affine: Optional[Transform] = None
-    if initial_transform is not None and start_affine is None:
+    initial_velocity = None
+    if warm is not None:  # e.g. a learned cascade's SVFs + affine: the optimiser's own model, warm-started
+        initial_velocity, start = warm
+        outer = affine = AffineTransform(start.matrix.detach().float(), start.translation.detach().float(), start.center.float()).to(dev)
+        log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
+    elif initial_transform is not None and start_affine is None:
         outer = initial_transform.to(dev)
         for p in outer.parameters():
             p.requires_grad_(False)
@@ -186,7 +192,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     if cfg.deformable.enabled and cfg.deformable.levels:
         def_levels = [level(l.spacing_mm) for l in cfg.deformable.levels]
         sim_def = similarity(cfg.metric, cfg.lncc_window, cfg.mi_bins)
-        deformable, logs = optimize_deformable(def_levels, outer, sim_def, cfg.deformable, cfg, progress=progress)
+        deformable, logs = optimize_deformable(def_levels, outer, sim_def, cfg.deformable, cfg, initial=initial_velocity, progress=progress)
         log["levels"].extend(logs)
         transform = Compose(deformable, outer)
     transform = transform.cpu().requires_grad_(False)
@@ -198,6 +204,36 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     log["total_seconds"] = round(time.perf_counter() - t_start, 3)
     log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
     return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None, dense)
+
+
+def velocity_start(transform: Optional[Transform]):
+    """``((velocity (1, 3, X, Y, Z) mm, its grid's affine), affine)`` when ``transform`` is a chain
+    of stationary velocity fields followed by an affine — a learned cascade's SVF prediction,
+    ``x -> A(exp(v_1)(...exp(v_K)(x)))`` — else None.
+
+    The velocities are summed on the first (finest) field's grid: ``exp(v_1)∘exp(v_2) ≈
+    exp(v_1 + v_2)`` to first order (Baker–Campbell–Hausdorff), and the optimiser corrects the
+    rest. Refining from there optimises the optimiser's own model (one SVF in front of the
+    affine, regularised as a whole) instead of a correction in front of the fixed chain, whose
+    regulariser never sees the start's roughness: on dev2mm the latter settled 0.004 Dice below
+    the optimiser however many iterations it got."""
+    if not isinstance(transform, Compose) or len(transform) < 2:
+        return None
+    *fields, last = list(transform.transforms)
+    affine = as_affine_transform(last)
+    if affine is None or not all(isinstance(f, VelocityField) and f.batch_size is None for f in fields):
+        return None
+    first = fields[0]
+    total = first.velocity.detach().float().clone()
+    for other in fields[1:]:
+        total = total + _velocity_on(other, first)
+    return (total, first.affine), affine
+
+
+def _velocity_on(field: "VelocityField", target: "VelocityField") -> torch.Tensor:
+    """``field``'s velocity sampled at ``target``'s grid points, ``(1, 3, X, Y, Z)`` mm."""
+    return DisplacementField(field.velocity.detach().float(), field.affine).displacement_on(
+        target.affine, target.shape)[None]
 
 
 def _check_overlap(level, affine: AffineTransform, minimum: float = 0.05) -> None:
