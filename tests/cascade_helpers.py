@@ -14,6 +14,26 @@ TINY_MODEL = {
 }
 
 
+KEYPOINT_MODEL = {**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}}
+
+
+def keypoint_cascade(heatmap_std: float = 0.0, seed: int = 0):
+    """A tiny :class:`CascadeNet` with the keypoint head; ``heatmap_std > 0`` gives it peaked,
+    trained-like heat maps (random weights of that spread, gain 1) instead of the flat start."""
+    import torch
+
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.config import ModelConfig
+
+    torch.manual_seed(seed)
+    model = CascadeNet(ModelConfig.model_validate(KEYPOINT_MODEL))
+    if heatmap_std > 0:
+        with torch.no_grad():
+            model.affine_net.heatmaps.weight.normal_(0, heatmap_std)
+            model.affine_net.gain.fill_(1.0)
+    return model
+
+
 def write_manifest(path: Path, sample_paths: dict, both_directions: bool = True) -> Path:
     s = {k: str(v) for k, v in sample_paths.items()}
     rows = ["moving,fixed,moving_labels,fixed_labels",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cascade_helpers import TINY_MODEL
+from cascade_helpers import TINY_MODEL, keypoint_cascade
 
 
 @pytest.fixture(scope="module")
@@ -281,20 +281,12 @@ def test_keypoint_affine_recovers_a_shift_of_the_moving_image_in_mm():
 
 
 def test_cascade_with_keypoint_head_trains_saves_and_loads(tmp_path, pair):
-    from regkit.nn.cascade import CascadeNet
     from regkit.nn.checkpoint import model_tensors, write_checkpoint
-    from regkit.nn.config import ModelConfig
     from regkit.nn.predict import predict
 
     moving, fixed = pair
-    config = ModelConfig.model_validate({**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}})
-    torch.manual_seed(0)
-    model = CascadeNet(config)
-    with torch.no_grad():
-        model.affine_net.heatmaps.weight.normal_(0, 3.0)
-        model.affine_net.gain.fill_(1.0)
-    model.eval()
-    path = write_checkpoint(tmp_path / "kp.safetensors", model_tensors(model), {"model_config": config.model_dump(mode="json")})
+    model = keypoint_cascade(heatmap_std=3.0).eval()
+    path = write_checkpoint(tmp_path / "kp.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
     before = predict(model, moving, fixed).displacement_on(fixed.affine, fixed.shape)
     after = predict(path, moving, fixed).displacement_on(fixed.affine, fixed.shape)
     assert before.abs().max() > 0.5 and torch.equal(before, after)
@@ -326,12 +318,10 @@ def test_keypoint_heads_learn_distinct_keypoints():
 
 
 def test_checkpoint_from_before_the_heatmap_gain_loads_with_gain_one(tmp_path):
-    from regkit.nn.cascade import CascadeNet
     from regkit.nn.checkpoint import load_model, model_tensors, write_checkpoint
-    from regkit.nn.config import ModelConfig
 
-    config = ModelConfig.model_validate({**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}})
-    tensors = model_tensors(CascadeNet(config))
+    model = keypoint_cascade()
+    tensors = model_tensors(model)
     del tensors["model/affine_net.gain"]
-    path = write_checkpoint(tmp_path / "old.safetensors", tensors, {"model_config": config.model_dump(mode="json")})
+    path = write_checkpoint(tmp_path / "old.safetensors", tensors, {"model_config": model.config.model_dump(mode="json")})
     assert float(load_model(path).affine_net.gain.detach()) == 1.0

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from cascade_helpers import TINY_MODEL, tiny_config
+from cascade_helpers import keypoint_cascade, tiny_config
 
 
 def _config(tmp_path, sample_paths, **overrides):
@@ -168,18 +168,11 @@ def test_affine_stage_loss_scores_the_affine_alone():
     perfect stage Dice, a shifted moving image scores worse, and the term's gradient reaches
     the localisation net."""
     from regkit import space
-    from regkit.nn.cascade import CascadeNet
-    from regkit.nn.config import ModelConfig
     from regkit.train.config import LossConfig
     from regkit.train.objective import CascadeLoss
 
-    model_config = ModelConfig.model_validate({**TINY_MODEL, "affine": {"head": "keypoints", "scale": 1, "channels": [4, 8, 8], "keypoints": 8}})
-    torch.manual_seed(0)
-    model = CascadeNet(model_config)
-    with torch.no_grad():
-        model.affine_net.heatmaps.weight.normal_(0, 1.0)
-        model.affine_net.gain.fill_(1.0)
-    losses = {w: CascadeLoss(LossConfig(dice_weight=1.0, affine_stage_weight=w, affine_stage_stride=2), model_config, num_labels=3) for w in (0.0, 0.5)}
+    model = keypoint_cascade(heatmap_std=1.0)
+    losses = {w: CascadeLoss(LossConfig(dice_weight=1.0, affine_stage_weight=w, affine_stage_stride=2), model.config, num_labels=3) for w in (0.0, 0.5)}
 
     same = _blob_batch(0)
     with torch.no_grad():
