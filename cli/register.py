@@ -42,7 +42,8 @@ Examples:
   torchrun --nproc_per_node=2 -m regkit.cli register --pairs pairs.csv --model best.safetensors --out cohort/
 
 --model CKPT starts from a trained cascade's prediction (`regkit train`); --refine N then runs N
-optimiser iterations at the preset's finest level (0: the prediction is the result). --pairs
+optimiser iterations over the preset's deformable levels (40 = the default preset's 30 @4 mm +
+10 @2 mm), starting from the prediction (0: the prediction is the result). --pairs
 MANIFEST (CSV/JSON: moving,fixed[,moving_labels,fixed_labels]) registers a cohort into
 DIR/pairNNN/; under torchrun each process takes its share.
 
