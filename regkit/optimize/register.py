@@ -164,7 +164,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     initial_velocity = None
     if warm is not None:  # e.g. a learned cascade's SVFs + affine: the optimiser's own model, warm-started
         initial_velocity, start = warm
-        outer = affine = AffineTransform(start.matrix.detach().float(), start.translation.detach().float(), start.center.float()).to(dev)
+        outer = affine = _float_copy(start).to(dev)
         log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
     elif initial_transform is not None and start_affine is None:
         outer = initial_transform.to(dev)
@@ -176,8 +176,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     else:
         aff_levels = [level(l.spacing_mm) for l in cfg.affine.levels] if cfg.affine.enabled else []
         if start_affine is not None:
-            aff = AffineTransform(start_affine.matrix.detach().float(), start_affine.translation.detach().float(),
-                                  start_affine.center.float())
+            aff = _float_copy(start_affine)
         else:
             aff = initial_affine(aff_levels[0] if aff_levels else level(6.0), cfg.affine.init)
         if aff_levels:
@@ -204,6 +203,11 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     log["total_seconds"] = round(time.perf_counter() - t_start, 3)
     log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
     return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None, dense)
+
+
+def _float_copy(affine: AffineTransform) -> AffineTransform:
+    """A float32 copy of a start's affine with its own parameters (the start is left untouched)."""
+    return AffineTransform(affine.matrix.detach().float(), affine.translation.detach().float(), affine.center.float())
 
 
 def velocity_start(transform: Optional[Transform]):
