@@ -10,6 +10,10 @@ Each result is scored by the given ``evaluate.py`` (Dice, HD95, folding %, SDlog
 usage:
   python benchmarks/run_benchmark.py DATA --evaluate ../shared/bench/evaluate.py --out results/dev2mm \\
       [--methods regkit,ants_syn] [--regkit-args "--config default"] [--pairs pair00,pair01]
+  # two regkit set-ups side by side, alternating pair by pair (first-run order swapped on every
+  # other pair), with each pair's whole-process time difference to the first variant:
+  python benchmarks/run_benchmark.py DATA --evaluate ../shared/bench/evaluate.py --out results/refine \\
+      --methods "" --variant "optimiser=" --variant "cascade+refine40=--model runs/g10/best.safetensors --refine 40"
 
 Writes OUT.jsonl (one record per pair and method; existing records are kept = resume) and
 OUT.md (the table).
@@ -83,6 +87,23 @@ def evaluate(evaluator: Path, data: Path, pair: str, rec: dict) -> dict:
     return res
 
 
+def paired_differences(records, methods) -> list:
+    """Lines comparing each method's whole-process and registration-call times with the first
+    method's on the same pairs: median of the per-pair differences and how many pairs were faster."""
+    lines = []
+    by = {(r["pair"], r["method"]): r for r in records if "wall_s" in r}
+    first = methods[0]
+    for m in methods[1:]:
+        common = [p for (p, mm) in by if mm == m and (p, first) in by]
+        if not common:
+            continue
+        for key, what in (("wall_s", "whole process"), ("reg_s", "registration call")):
+            d = [by[(p, m)][key] - by[(p, first)][key] for p in common]
+            lines.append(f"- {m} vs {first}, {what}: median difference {statistics.median(d):+.2f} s per pair, "
+                         f"faster on {sum(x < 0 for x in d)} of {len(d)} pairs")
+    return lines
+
+
 def table(records, title: str) -> str:
     rows = [f"### {title}", "", "| method | pairs | Dice mean | HD95 mm | fold % | SDlogJ | whole process s (median) | registration call s (median) | load avg |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -98,8 +119,9 @@ def table(records, title: str) -> str:
         mean = lambda k: statistics.fmean(r[k] for r in ok if r.get(k) is not None)  # noqa: E731
         med = lambda k: statistics.median(r[k] for r in ok)  # noqa: E731
         rows.append(f"| {m} | {len(ok)} | {mean('dice_mean'):.3f} | {mean('hd95_mean'):.2f} | {mean('fold_pct'):.4f} | "
-                    f"{mean('sdlogj'):.3f} | {med('wall_s'):.1f} | {med('reg_s'):.1f} | {mean('load_before'):.1f} |")
-    return "\n".join(rows) + "\n"
+                    f"{mean('sdlogj'):.3f} | {med('wall_s'):.2f} | {med('reg_s'):.2f} | {mean('load_before'):.1f} |")
+    extra = paired_differences(records, methods)
+    return "\n".join(rows + ([""] + extra if extra else [])) + "\n"
 
 
 def main() -> None:
@@ -110,6 +132,8 @@ def main() -> None:
     ap.add_argument("--methods", default="regkit,ants_syn")
     ap.add_argument("--regkit-args", default="", help="extra arguments for regkit register, e.g. '--metric mi'")
     ap.add_argument("--label", default="regkit", help="method name for the regkit runs in the table")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=ARGS",
+                    help="a named regkit set-up (repeatable), run alongside --methods, alternating pair by pair")
     ap.add_argument("--pairs", default="")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -122,16 +146,20 @@ def main() -> None:
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(l) for l in jsonl.read_text().splitlines()] if jsonl.exists() else []
     seen = {(r["pair"], r["method"]) for r in done}
-    methods = a.methods.split(",")
-    for pair in pairs:
-        for method in methods:
-            name = a.label if method == "regkit" else method
+    runs = [(a.label if m == "regkit" else m, m, a.regkit_args) for m in a.methods.split(",") if m]
+    for v in a.variant:
+        label, sep, args = v.partition("=")
+        if not sep or not label:
+            ap.error(f"--variant wants LABEL=ARGS, got {v!r}")
+        runs.append((label, "regkit", args))
+    for i, pair in enumerate(pairs):
+        for name, method, extra in (runs if i % 2 == 0 else runs[::-1]):
             if (pair, name) in seen:
                 continue
             wd = work / name / pair
             rec = {"pair": pair, "method": name, "load_before": os.getloadavg()[0]}
             if method == "regkit":
-                rec.update(run_regkit(data, pair, wd, a.regkit_args))
+                rec.update(run_regkit(data, pair, wd, extra))
             else:
                 rec.update(run_ants(data, pair, wd, ANTS_TYPES[method], a.timeout))
             if "field" in rec:
