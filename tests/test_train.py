@@ -193,20 +193,23 @@ def test_affine_stage_loss_scores_the_affine_alone():
     assert model.affine_net.heatmaps.weight.grad.abs().sum() > 0
 
 
-def test_the_committed_recipe_config_is_valid_and_starts_as_the_identity():
-    """``configs/train_brain2mm.yaml`` (the benchmark recipe) validates, its data paths resolve
-    next to the repository's ``runs/data``, and the untrained cascade it builds maps every fixed
-    point to itself (keypoint gain 0, zero SVF heads) on real-sized inputs of the sample pair."""
+@pytest.mark.parametrize("name", ["train_brain2mm.yaml", "train_brain2mm_wide3.yaml"])
+def test_the_committed_recipe_config_is_valid_and_starts_as_the_identity(name):
+    """``configs/train_brain2mm.yaml`` (the benchmark recipe) and its larger GPU variant validate,
+    their data paths resolve next to the repository's ``runs/data``, and the untrained cascade
+    each builds maps every fixed point to itself (keypoint gain 0, zero SVF heads) on real-sized
+    inputs of the sample pair."""
     from regkit.io.images import load_image
     from regkit.nn.cascade import CascadeNet
     from regkit.nn.predict import prepare_pair
     from regkit.train.config import load_train_config
 
     root = Path(__file__).resolve().parents[1]
-    config = load_train_config(root / "configs" / "train_brain2mm.yaml")
+    config = load_train_config(root / "configs" / name)
     assert config.data.subjects == (root / "runs" / "data" / "train2mm").resolve()
     assert config.data.val_manifest == (root / "runs" / "data" / "val2mm" / "pairs.csv").resolve()
-    assert [s.field for s in config.model.stages] == ["svf", "svf"] and config.model.affine.head == "keypoints"
+    assert len(config.model.stages) >= 2 and all(s.field == "svf" for s in config.model.stages)
+    assert config.model.affine.head == "keypoints"
 
     torch.manual_seed(0)
     model = CascadeNet(config.model).eval()
