@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=None, help="only the first N pairs")
     a = ap.parse_args()
+    if a.checkpoint == "optimiser" and a.refine:
+        ap.error("--refine refines a cascade's prediction; the optimiser alone takes none")
 
     import torch
 
