@@ -60,7 +60,9 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     The temporary file keeps the suffix of ``path`` (e.g. ``.nii.gz``). On any exception it is
-    removed and ``path`` is left untouched.
+    removed and ``path`` is left untouched. The result gets the permissions of a file made by
+    ``open()`` (``0o666`` less the umask), or keeps those of the file it replaces (``force``),
+    whatever the writer used: safetensors, for one, creates owner-only (``0o600``) files.
     """
     target = check_writable(path, force)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +71,22 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced no file for {target}")
+        os.chmod(tmp, _mode_for(target))
         _fsync(tmp)  # the data is on disk before the name points at it (power loss, kill -9)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _mode_for(target: Path) -> int:
+    """Permission bits for ``target``: those of the file it replaces, else ``0o666`` less the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync(path: Path) -> None:
