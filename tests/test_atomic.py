@@ -230,3 +230,19 @@ def test_training_killed_with_sigkill_resumes_to_the_same_step_count(tmp_path, s
     assert result.exit_code == 0, result.stderr
     assert read_checkpoint(last).step == target
     assert f"step {target}:" in result.stdout
+
+
+def test_register_outputs_written_in_parallel_keep_order_and_raise_the_first_error(tmp_path):
+    from regkit.optimize.outputs import _run_writes
+
+    def fail(path, force=False):
+        raise OSError(f"{path}: no space left on device")
+
+    jobs = [(write_text, (tmp_path / f"f{i}.txt", str(i))) for i in range(5)]
+    assert _run_writes(jobs, force=False) == [tmp_path / f"f{i}.txt" for i in range(5)]
+    assert [(tmp_path / f"f{i}.txt").read_text() for i in range(5)] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(OutputExistsError):  # the force flag reaches every writer
+        _run_writes(jobs[:1], force=False)
+    with pytest.raises(OSError, match="no space left"):
+        _run_writes([(fail, (tmp_path / "g.txt",)), (write_text, (tmp_path / "h.txt", "h"))], force=False)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary left behind
