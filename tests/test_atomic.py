@@ -107,6 +107,23 @@ def test_check_outputs_refuses_unwritable_folder(tmp_path):
         locked.chmod(0o700)
 
 
+def test_outputs_under_a_file_or_onto_a_folder_are_refused_with_what_is_wrong(tmp_path):
+    from regkit.io.atomic import check_folder
+
+    notes = tmp_path / "notes"
+    notes.write_text("keep me")
+    with pytest.raises(InputError, match=r"notes: is a file, not a folder"):
+        check_folder(notes)
+    with pytest.raises(InputError, match=r"run: cannot be made: .*notes is a file, not a folder"):
+        check_folder(notes / "run")
+    with pytest.raises(InputError, match=r"notes: is a file, not a folder"):
+        check_writable(notes / "x.nii.gz")  # its folder is a file
+    with pytest.raises(InputError, match=r"is a directory; give a file name"):
+        check_writable(tmp_path, force=True)  # --force never replaces a folder by a file
+    assert check_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"  # can be made
+    assert notes.read_text() == "keep me" and not (tmp_path / "new").exists()
+
+
 def test_save_image_is_atomic_and_refuses_overwrite(tmp_path):
     from regkit.image import Image
     from regkit.io.images import load_image, save_image

@@ -64,6 +64,16 @@ def test_refuses_to_overwrite_without_force(registered, sample_paths):
     assert (out / "warped.nii.gz").stat().st_mtime_ns == before
 
 
+def test_out_that_is_a_file_is_refused_before_any_work(sample_paths, tmp_path):
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("a user's notes")
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", not_a_folder, "--no-progress")
+    assert r.exit_code == 2
+    assert f"{not_a_folder}: is a file, not a folder" in r.output and "Traceback" not in r.output
+    assert "done in" not in r.output and "level" not in r.output  # refused before registering
+    assert not_a_folder.read_text() == "a user's notes" and sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
 @pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["warp.nii.gz", "affine.mat"]])
 def test_apply_reproduces_warped(registered, sample_paths, transforms, tmp_path):
     out = registered["out"]

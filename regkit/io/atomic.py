@@ -26,9 +26,33 @@ def _suffixes(path: Path) -> str:
     return path.suffix
 
 
-def check_writable(path: PathLike, force: bool = False) -> Path:
-    """Raise :class:`OutputExistsError` if ``path`` exists and ``force`` is false."""
+def check_folder(path: PathLike) -> Path:
+    """Raise :class:`InputError` unless ``path`` is a folder, or can be made one (its first
+    existing ancestor is a writable folder): ``--out results`` where ``results`` is a file, or
+    ``out/x.nii.gz`` under a file ``out``, is refused before any work."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError("is a file, not a folder; give a folder here", p)
+    ancestor = next((a for a in [p, *p.parents] if a.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise InputError(f"cannot be made: {ancestor} is a file, not a folder", p)
+    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot be written: {ancestor} is not a writable folder", p)
+    return p
+
+
+def _check_location(target: Path) -> None:
+    """InputError when ``target`` (an output file) is a directory or its folder cannot be made."""
+    if target.is_dir():
+        raise InputError("is a directory; give a file name for this output", target)
+    check_folder(target.parent)
+
+
+def check_writable(path: PathLike, force: bool = False) -> Path:
+    """Raise :class:`OutputExistsError` if ``path`` exists and ``force`` is false, and
+    :class:`InputError` if it is a directory or its folder cannot be written."""
+    p = Path(path)
+    _check_location(p)
     if p.exists() and not force:
         raise OutputExistsError("exists; pass --force to overwrite", p)
     return p
@@ -43,11 +67,7 @@ def check_outputs(paths: Iterable[Optional[PathLike]], force: bool = False) -> L
     """
     targets = [Path(p) for p in paths if p is not None]
     for t in targets:
-        if t.is_dir():
-            raise InputError("is a directory; give a file name for this output", t)
-        parent = next((a for a in [t.parent, *t.parent.parents] if a.exists()), None)
-        if parent is not None and not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
-            raise InputError(f"cannot be written: {parent} is not a writable folder", t)
+        _check_location(t)
     existing = [t for t in targets if t.exists()]
     if existing and not force:
         others = f" (and {len(existing) - 1} more: {', '.join(str(e) for e in existing[1:])})" if len(existing) > 1 else ""

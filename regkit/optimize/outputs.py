@@ -20,7 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from regkit.io.atomic import check_writable, write_text
+from regkit.io.atomic import check_folder
+from regkit.io.atomic import check_outputs as check_all
+from regkit.io.atomic import write_text
 
 WARPED = "warped.nii.gz"
 WARPED_LABELS = "warped_labels.nii.gz"
@@ -39,9 +41,10 @@ def output_names(labels: bool, affine: bool = True, deformable: bool = True) -> 
 
 
 def check_outputs(out_dir: Path, labels: bool, force: bool) -> None:
-    """Refuse (OutputExistsError, exit 2) BEFORE registering when an output exists and not ``force``."""
-    for name in output_names(labels):
-        check_writable(Path(out_dir) / name, force)
+    """Refuse BEFORE registering: OutputExistsError (exit 2) when an output exists and not
+    ``force``; InputError when ``out_dir`` is a file or cannot be written."""
+    out = check_folder(out_dir)
+    check_all([out / name for name in output_names(labels)], force)
 
 
 def write_result(result, out_dir: Path, moving_labels=None, force: bool = False) -> List[Path]:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from regkit.errors import InputError, OutputExistsError
+from regkit.io.atomic import check_folder
 from regkit.train.config import TrainConfig
 from regkit.train.distributed import Distributed
 
@@ -211,7 +212,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     from regkit.train.state import restore_training_state, save_training_state
 
     dist = Distributed.from_env(device)
-    out = Path(out_dir or config.out_dir)
+    out = check_folder(out_dir or config.out_dir)
     if dist.is_main and resume is None and (out / LAST).exists() and not force:
         raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
     torch.manual_seed(config.seed)
