@@ -4,15 +4,18 @@
 #
 #   bash benchmarks/gpu_recipe.sh ../shared/bench /tmp/gpu_recipe            # DEVICE=cuda
 #   DEVICE=cpu STEPS=20 bash benchmarks/gpu_recipe.sh ../shared/bench /tmp/smoke   # smoke test
+#   CONFIG=configs/train_brain2mm_wide3.yaml bash benchmarks/gpu_recipe.sh ../shared/bench /tmp/wide3
 #
 # BENCH holds synth.py and evaluate.py; WORK receives data/, recipe.yaml, run/ and eval_*/.
 # Training data: synth.py seeds 21-28, 3 pairs each (48 subjects at 2 mm, made in parallel, so
 # not the CPU recipe's seed-11 images); validation seed 12 (4 pairs); dev2mm seed 101 (8 pairs).
-# Only the data paths of the recipe change (and optim.steps when STEPS is set).
+# Only the data paths of the recipe change (and optim.steps when STEPS is set); CONFIG picks
+# another recipe (default configs/train_brain2mm.yaml).
 # Regkit's Dice is printed here; score the written fields with BENCH/evaluate.py for the
 # benchmark's own figures (benchmarks/eval_cascade.py --evaluate).
 set -euo pipefail
 BENCH=$(cd "$1" && pwd); WORK=$2; DEVICE=${DEVICE:-cuda}; STEPS=${STEPS:-}; THREADS=${THREADS:-8}
+CONFIG=${CONFIG:-configs/train_brain2mm.yaml}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd) && cd "$REPO"
 T0=$(date +%s); say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -34,16 +37,16 @@ if [ ! -d "$WORK/data/train" ]; then
 fi
 say "data: $(ls "$WORK/data/train" | wc -l) training files"
 
-python - "$WORK" "$STEPS" <<'PY'
+python - "$WORK" "$STEPS" "$CONFIG" <<'PY'
 import sys, yaml
-work, steps = sys.argv[1], sys.argv[2]
-config = yaml.safe_load(open("configs/train_brain2mm.yaml"))
+work, steps, recipe = sys.argv[1], sys.argv[2], sys.argv[3]
+config = yaml.safe_load(open(recipe))
 config["data"] = {"subjects": f"{work}/data/train", "val_manifest": f"{work}/data/val2mm/pairs.csv"}
 if steps:
     config["optim"]["steps"] = int(steps)
 yaml.safe_dump(config, open(f"{work}/recipe.yaml", "w"))
 PY
-say "training on $DEVICE"
+say "training $CONFIG on $DEVICE"
 OMP_NUM_THREADS=$THREADS regkit train --config "$WORK/recipe.yaml" --out "$WORK/run" --device "$DEVICE" --no-progress --force
 say "trained: $(awk -F, 'NR > 1 && $11 != "" {n++} END {print n}' "$WORK/run/log.csv") validations"
 
