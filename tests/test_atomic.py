@@ -49,25 +49,23 @@ def test_writer_that_writes_nothing_is_an_error(tmp_path):
     assert _listing(tmp_path) == []
 
 
-def test_outputs_get_normal_permissions_whatever_the_writer_used(tmp_path):
+def test_outputs_get_normal_permissions_whatever_the_writer_used(tmp_path, monkeypatch):
     # safetensors creates 0o600 files: a checkpoint or transform a colleague cannot read
+    from regkit.io import atomic
     from regkit.io.transform_files import write_transform
     from regkit.transforms import AffineTransform
 
-    old = os.umask(0o022)
-    try:
-        out = write_transform(AffineTransform(), tmp_path / "t.regkit.safetensors")
-        assert out.stat().st_mode & 0o777 == 0o644
-        with atomic_path(tmp_path / "private.txt") as tmp:
-            tmp.write_text("x")
-            os.chmod(tmp, 0o600)
-        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o644
-        # overwriting (--force) keeps the permissions the user gave the old file
-        os.chmod(out, 0o640)
-        write_transform(AffineTransform(), out, force=True)
-        assert out.stat().st_mode & 0o777 == 0o640
-    finally:
-        os.umask(old)
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)  # the process umask, read once at import
+    out = write_transform(AffineTransform(), tmp_path / "t.regkit.safetensors")
+    assert out.stat().st_mode & 0o777 == 0o644
+    with atomic_path(tmp_path / "private.txt") as tmp:
+        tmp.write_text("x")
+        os.chmod(tmp, 0o600)
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o644
+    # overwriting (--force) keeps the permissions the user gave the old file
+    os.chmod(out, 0o640)
+    write_transform(AffineTransform(), out, force=True)
+    assert out.stat().st_mode & 0o777 == 0o640
 
 
 def test_existing_output_needs_force(tmp_path):

@@ -99,14 +99,21 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import (outputs are written on threads)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _mode_for(target: Path) -> int:
     """Permission bits for ``target``: those of the file it replaces, else ``0o666`` less the umask."""
     try:
-        return target.stat().st_mode & 0o7777
+        return target.stat().st_mode & 0o777
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 def _fsync(path: Path) -> None:
