@@ -1,5 +1,5 @@
 """Pool several ``run_benchmark.py`` result files into one table (medians over all their records,
-per-pair time differences within each run), e.g. three interleaved refine-vs-optimiser runs:
+per-pair time differences within each run), e.g. two interleaved refine-vs-optimiser runs:
 
     python benchmarks/pool_runs.py /tmp/s8/acct.jsonl /tmp/s8/acct2.jsonl \
         [--work /tmp/s8/acct_work --work /tmp/s8/acct2_work]
@@ -22,13 +22,14 @@ from run_benchmark import table  # noqa: E402
 
 
 def pooled_records(paths) -> list:
-    """Every record of every file, its pair renamed ``<file stem>/<pair>`` so runs stay apart."""
+    """Every record of every file, its pair renamed ``<file number>:<file stem>/<pair>`` so runs
+    stay apart (even two files of the same name in different folders)."""
     records = []
-    for path in paths:
+    for number, path in enumerate(paths):
         for line in Path(path).read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
-                rec["pair"] = f"{Path(path).stem}/{rec['pair']}"
+                rec["pair"] = f"{number}:{Path(path).stem}/{rec['pair']}"
                 records.append(rec)
     return records
 
