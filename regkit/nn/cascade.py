@@ -96,6 +96,8 @@ class CascadeNet(nn.Module):
             voxel_mm = self.config.grid_spacing_mm * stage.scale
             field = net(torch.cat([warped, fix], dim=1)) * voxel_mm
             out[f"field{k}"] = field
+            if not full_resolution and k == len(self.stages) - 1:
+                break  # inference needs the fields, not the last stage's map (its exp is ~7 % of a prediction)
             if stage.field == "svf":
                 step = VelocityField(field, affine, steps=stage.svf_steps).exp()
             else:

@@ -7,7 +7,7 @@ from typing import Tuple, Union
 import torch
 
 from regkit.image import Image
-from regkit.nn.grid import normalize_intensity, onto_grid
+from regkit.nn.grid import grid_world_points, normalize_intensity, onto_grid
 from regkit.transforms import Compose
 
 PathLike = Union[str, Path]
@@ -18,12 +18,13 @@ def prepare_pair(model, moving: Image, fixed: Image, device="cpu") -> Tuple[torc
     the fixed image. Returns ``(moving (1,C,X,Y,Z), fixed (1,C,X,Y,Z), centre (3,) world mm)``."""
     cfg = model.config
     centre = fixed.center()
+    points = grid_world_points(model.grid_affine, cfg.grid_shape, centre, device=device)  # shared by both images
     tensors = []
     for image in (moving, fixed):
         if image.channels != cfg.in_channels:
             raise ValueError(f"the model takes {cfg.in_channels}-channel images, got {image.channels}")
         normalised = normalize_intensity(image.float(), cfg.intensity)
-        tensors.append(onto_grid(normalised, model.grid_affine, cfg.grid_shape, centre, device=device)[None])
+        tensors.append(onto_grid(normalised, model.grid_affine, cfg.grid_shape, centre, device=device, points=points)[None])
     return tensors[0], tensors[1], centre
 
 
