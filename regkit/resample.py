@@ -46,6 +46,9 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
     """
     mode = mode or ("nearest" if image.is_label else "linear")
     volume = image.data[None].to(dtype)
+    values = _label_values(image, mode, dtype)
+    if values is not None:  # resample each voxel's index into ``values`` instead of the value itself
+        volume = (torch.searchsorted(values, image.data.contiguous()) + 1)[None].to(dtype)
     needs_grad = torch.is_grad_enabled() and (volume.requires_grad or (
         transform is not None and any(q.requires_grad for q in transform.parameters())))
     if needs_grad:
@@ -59,6 +62,22 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
                 x = space.world_grid(sub, (stop - start, *reference.shape[1:]), device=image.device, dtype=dtype)
                 y = x if transform is None else transform(x)
                 out[:, start:stop] = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode)[0]
-    if image.is_label:
+    if values is not None:  # index 0 is "outside": background 0
+        out = torch.cat([values.new_zeros(1), values])[torch.round(out).long()]
+    elif image.is_label:
         out = torch.round(out).to(image.data.dtype) if mode == "nearest" else out
     return Image(out, reference.affine, is_label=image.is_label and mode == "nearest")
+
+
+def _label_values(image: Image, mode: str, dtype) -> Optional[Tensor]:
+    """The sorted distinct values of an integer label image whose values ``dtype`` cannot hold
+    exactly (float32: beyond ±2^24, e.g. Allen-atlas ids ~6e8), else None (resample as is).
+
+    Nearest-neighbour resampling through an index into these values keeps every id exact."""
+    data = image.data
+    if not image.is_label or mode != "nearest" or data.is_floating_point() or data.numel() == 0:
+        return None
+    exact = 2 ** (torch.finfo(dtype).nmant + 1) if dtype.is_floating_point else None
+    if exact is None or int(data.abs().max()) <= exact:
+        return None
+    return torch.unique(data)

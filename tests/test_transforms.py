@@ -191,3 +191,19 @@ def test_field_on_an_oblique_grid_falls_back_to_grid_sample():
     field = DisplacementField(u, GRID)
     x = space.world_grid(oblique, (8, 8, 8))
     torch.testing.assert_close(field.grid_points(oblique, (8, 8, 8)), field(x))
+
+
+@pytest.mark.parametrize("top_id", [614454277, -16777219])
+def test_nearest_resampling_keeps_label_ids_beyond_float32_exactly(top_id):
+    """Atlas ids above 2^24 (Allen: ~6e8) do not survive a float32 grid_sample; they must come
+    back exact, and voxels mapped outside the image must be background (0), not the lowest id."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor([0, 16777217, top_id, 7], dtype=torch.int32)
+    data = ids[torch.randint(0, 4, (1, 9, 8, 7), generator=g)]
+    labels = Image(data, torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64)), is_label=True)
+    # two voxels along x: the first 2 x-planes of the reference map inside, the last 2 outside
+    shift = AffineTransform(translation=torch.tensor([4.0, 0.0, 0.0]), requires_grad=False)
+    out = resample(labels, shift, labels)
+    assert out.data.dtype == torch.int32
+    assert torch.equal(out.data[:, :7], data[:, 2:])
+    assert torch.all(out.data[:, 7:] == 0)
