@@ -18,7 +18,7 @@ Formats (files are PREFIX + suffix):
   itk        PREFIXComposite.h5: ITK composite transform (the same affine + field), for SimpleITK/ITK/ANTs.
 
   nifti-ddf  PREFIXddf.nii.gz: dense displacement X×Y×Z×3 float32 on the fixed grid, vectors in RAS mm
-             (T(x) = x + u(x)); NOT the LPS of ITK files.
+             (T(x) = x + u(x)); NOT the LPS of ITK files (its intent_name says so; regkit reads it back as RAS).
 
   learn2reg  PREFIXdisp.npz: array arr_0 (3, X, Y, Z) float32, channels first, in voxel units of the
              fixed grid: fixed voxel i samples the moving image (already on the fixed grid) at i + d[:, i].

@@ -15,7 +15,8 @@ fields are sampled on the grid of ``reference`` (the fixed image). Files, for ``
     writes it; ``sitk.ReadTransform`` / ``antsApplyTransforms -t PComposite.h5`` read it).
 ``nifti-ddf``
     ``Pddf.nii.gz``: a plain dense displacement field ``X×Y×Z×3`` float32 on the fixed grid, vectors
-    in **RAS mm** (NOT the LPS of ITK files), ``T(x) = x + u(x)`` for the fixed-grid voxel centre ``x``.
+    in **RAS mm** (NOT the LPS of ITK files), ``T(x) = x + u(x)`` for the fixed-grid voxel centre ``x``;
+    its header's ``intent_name`` is ``RAS ddf (regkit)``, so regkit reads it back as RAS.
 ``learn2reg``
     ``Pdisp.npz``: the Learn2Reg displacement, array ``arr_0`` of shape ``(3, X, Y, Z)`` (channels
     first) float32, in **voxel units of the fixed grid**: for fixed voxel ``i`` (nibabel index order)
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from regkit import space
 from regkit.image import Image
-from regkit.io.atomic import atomic_path, check_writable
+from regkit.io.atomic import atomic_group, atomic_path, check_writable
 from regkit.transforms import AffineTransform, Compose, Transform
 
 PathLike = Union[str, Path]
@@ -104,8 +105,9 @@ def export_transform(transform: Transform, reference: Image, fmt: str, prefix: P
         from regkit.io.itk import write_itk_affine, write_itk_displacement
 
         affine, w = split_affine_and_warp(transform, reference)
-        write_itk_affine(affine, paths[0], force)
-        write_itk_displacement(w, reference.affine, paths[1], force)
+        with atomic_group():  # both files or neither
+            write_itk_affine(affine, paths[0], force)
+            write_itk_displacement(w, reference.affine, paths[1], force)
     elif fmt == "itk":
         _write_itk_composite(transform, reference, paths[0], force)
     elif fmt == "nifti-ddf":
@@ -121,10 +123,13 @@ def export_transform(transform: Transform, reference: Image, fmt: str, prefix: P
 def _write_nifti(array: np.ndarray, reference: Image, path: Path, force: bool) -> None:
     import nibabel as nib
 
+    from regkit.io.itk import mark_ras_ddf
+
     a = reference.affine.numpy()
     nii = nib.Nifti1Image(array.astype(np.float32), a)
     nii.set_sform(a, code=1)
     nii.set_qform(a, code=1)
+    mark_ras_ddf(nii.header)  # read back as RAS by regkit (an unmarked X×Y×Z×3 field is taken as ITK's LPS)
     with atomic_path(path, force) as tmp:
         nib.save(nii, str(tmp))
 

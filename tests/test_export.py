@@ -116,6 +116,11 @@ def test_nifti_ddf_and_learn2reg_conventions(pair, tmp_path):
     moving_vox = ijk.numpy() + disp[:, i, j, k].T
     np.testing.assert_allclose(space.voxel_to_world(torch.from_numpy(moving_vox).double(), fixed.affine).numpy(), y, atol=1e-3)
 
+    # regkit reads its own RAS export back as RAS (an unmarked X×Y×Z×3 file is ITK's LPS)
+    back = read_transform(ddf_path)
+    with torch.no_grad():
+        np.testing.assert_allclose(back(x.float()).double().numpy(), y, atol=1e-3)
+
 
 def _brain(pair) -> torch.Tensor:
     return pair["fixed_labels"].data[0] > 0

@@ -234,7 +234,26 @@ def _read_nifti_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
         array = array[:, :, :, 0, :]
     elif not (len(shape) == 4 and shape[3] == 3):
         raise InputError(f"has shape {shape}; a displacement field is X×Y×Z×1×3 (ITK/ANTs) or X×Y×Z×3", p)
-    return np.asarray(array, dtype=np.float64), np.asarray(affine, dtype=np.float64)
+    vectors = np.asarray(array, dtype=np.float64)
+    if is_ras_ddf(img.header):  # regkit's own `export --format nifti-ddf`: RAS vectors, made LPS here
+        vectors = vectors * LPS_FLIP
+    return vectors, np.asarray(affine, dtype=np.float64)
+
+
+RAS_DDF_INTENT_NAME = b"RAS ddf (regkit)"  # 16 bytes: all NIfTI-1 allows
+
+
+def mark_ras_ddf(header) -> None:
+    """Mark a NIfTI header as holding RAS-mm vectors (``regkit export --format nifti-ddf``), so
+    that regkit reads its own export back as RAS, not as the LPS of ITK/ANTs fields."""
+    header["intent_name"] = RAS_DDF_INTENT_NAME
+
+
+def is_ras_ddf(header) -> bool:
+    try:
+        return bytes(header["intent_name"]).rstrip(b"\0") == RAS_DDF_INTENT_NAME
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _read_sitk_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
