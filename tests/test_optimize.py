@@ -168,6 +168,26 @@ def test_masks_restrict_the_similarity(pair):
     assert a.log["levels"][0]["loss"][0] != pytest.approx(b.log["levels"][0]["loss"][0], abs=1e-6)
 
 
+def test_moving_mask_is_placed_in_world_space_whatever_its_grid(pair):
+    """A moving mask stored on an x-flipped copy of the moving grid covers the same world voxels:
+    the level must see the same mask (it used to lay the voxel array over the moving grid, mirrored)."""
+    from regkit.optimize.levels import foreground_box, make_level
+
+    moving, fixed = pair["moving"], pair["fixed"]
+    half = torch.zeros(moving.shape, dtype=torch.int32)
+    half[: moving.shape[0] // 3] = 1  # one side only: a mirror image would differ
+    mask = Image(half, moving.affine, is_label=True)
+    flip = moving.affine.clone()
+    flip[:3, 0] = -flip[:3, 0]
+    flip[:3, 3] = moving.affine[:3, 3] + moving.affine[:3, 0] * (moving.shape[0] - 1)
+    flipped = Image(half.flip(0), flip, is_label=True)
+    box = foreground_box(fixed, 12.0)
+    on_grid = make_level(fixed, moving, box, 4.0, moving_mask=mask).moving_mask
+    elsewhere = make_level(fixed, moving, box, 4.0, moving_mask=flipped).moving_mask
+    assert 0.2 < on_grid.mean() < 0.5
+    assert (on_grid != elsewhere).float().mean() < 0.02  # border voxels may round differently
+
+
 def test_adam_matches_torch_optim():
     from regkit.optimize.loop import Adam
 

@@ -118,7 +118,10 @@ def make_level(fixed: Image, moving: Image, box: Grid, spacing_mm: float, device
     if fixed_mask is not None:
         mask = (image_on_grid(fixed_mask.float(), grid) > 0.5).float().to(device)
     if moving_mask is not None:
-        mc = coarsened_image(moving_mask.float(), spacing)  # same grid as moving_c
-        mmask = (mc.data[None] > 0.5).float().to(device)
+        if moving_mask.same_grid(moving):  # coarsened the same way, so on moving_c's grid
+            mc = coarsened_image(moving_mask.float(), spacing).data[None]
+        else:  # any other grid: resampled in world space onto moving_c's grid (as the fixed mask)
+            mc = image_on_grid(moving_mask.float(), grid_of_image(moving_c))
+        mmask = (mc > 0.5).float().to(device)
     world = grid.world(device=device)[None]
     return Level(grid, fixed_t, moving_c.data[None].to(device), moving_c.affine, world, mask, mmask)
