@@ -168,6 +168,18 @@ def test_masks_restrict_the_similarity(pair):
     assert a.log["levels"][0]["loss"][0] != pytest.approx(b.log["levels"][0]["loss"][0], abs=1e-6)
 
 
+def test_non_finite_settings_are_refused_and_a_diverged_result_is_not_returned(pair):
+    """`.inf` in a YAML used to pass; 1e39 overflows float32: both wrote all-NaN fields, exit 0."""
+    from regkit.errors import RegistrationError
+
+    with pytest.raises(InputError):
+        load_config({"deformable": {"regularization_weight": float("inf")}})
+    cfg = {"affine": {"levels": [{"spacing_mm": 6, "iterations": 2}]}, "deformable": {
+        "regularization_weight": 1e39, "levels": [{"spacing_mm": 6, "control_spacing_mm": 12, "iterations": 2}]}}
+    with pytest.raises(RegistrationError, match="diverged.*deformable level 0"):
+        register(pair["moving"], pair["fixed"], config=cfg)
+
+
 def test_moving_mask_is_placed_in_world_space_whatever_its_grid(pair):
     """A moving mask stored on an x-flipped copy of the moving grid covers the same world voxels:
     the level must see the same mask (it used to lay the voxel array over the moving grid, mirrored)."""

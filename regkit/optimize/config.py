@@ -19,7 +19,7 @@ Metric = Literal["lncc", "mse", "mi", "mind"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a .inf weight would run and write NaN fields
 
 
 class AffineLevel(_Strict):

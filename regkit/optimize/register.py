@@ -5,6 +5,7 @@ The result maps FIXED world points to MOVING world points (mm, RAS):
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         log["levels"].extend(logs)
         transform = Compose(deformable, outer)
     transform = transform.cpu().requires_grad_(False)
+    _check_finite(transform, log)
 
     log["register_seconds"] = round(time.perf_counter() - t_start, 3)
     with torch.no_grad():
@@ -238,6 +240,17 @@ def _velocity_on(field: "VelocityField", target: "VelocityField") -> torch.Tenso
     """``field``'s velocity sampled at ``target``'s grid points, ``(1, 3, X, Y, Z)`` mm."""
     return DisplacementField(field.velocity.detach().float(), field.affine).displacement_on(
         target.affine, target.shape)[None]
+
+
+def _check_finite(transform: Transform, log: Dict[str, Any]) -> None:
+    """RegistrationError when the optimisation diverged (NaN/Inf parameters): refuse to write a
+    NaN field with exit 0. Usually a weight or step size far too large for float32."""
+    if all(bool(torch.isfinite(t).all()) for t in transform.state_dict().values() if t.is_floating_point()):
+        return
+    bad = next((f"{lv['stage']} level {lv['level']} @{lv['spacing_mm']:g}mm" for lv in log["levels"]
+                if not all(map(math.isfinite, lv.get("loss") or [0.0]))), "the optimisation")
+    raise RegistrationError(f"the optimisation diverged (non-finite values from {bad}); "
+                            "lower the step size (lr_mm) or the weights in the settings")
 
 
 def _check_overlap(level, affine: AffineTransform, minimum: float = 0.05) -> None:
