@@ -110,13 +110,14 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     from regkit.cli.common import resolve_device, setup_logging
     from regkit.checks import check_has_contrast
     from regkit.errors import RegistrationError
+    from regkit.io.atomic import atomic_group
     from regkit.io.images import load_image, load_label
     from regkit.optimize import load_config, register
     from regkit.optimize.outputs import check_outputs, summary_line, write_result
 
     setup_logging()
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
-    check_outputs(out, moving_labels is not None, force)
+    check_outputs(out, moving_labels is not None, force, qc=qc)
     moving_img, fixed_img = load_image(moving), load_image(fixed)
     check_has_contrast(moving_img, moving)
     check_has_contrast(fixed_img, fixed)
@@ -137,9 +138,10 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     if predict_seconds is not None:  # the optimiser's register_seconds does not include it
         result.log["predict_seconds"] = round(predict_seconds, 3)
     t_write = time.perf_counter()
-    written = write_result(result, out, labels, force=force)
-    if qc:
-        written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force)
+    with atomic_group(out):  # the QC files appear with the others, or nothing does
+        written = write_result(result, out, labels, force=force)
+        if qc:
+            written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force)
     typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0,
                             write_seconds=time.perf_counter() - t_write), err=True)
 

@@ -28,12 +28,13 @@ from torch import Tensor
 from regkit import metrics, space
 from regkit.image import Image
 from regkit.io.atomic import atomic_path, check_writable
+from regkit.optimize.outputs import QC_NAMES
 from regkit.resample import warp
 from regkit.transforms import Transform
 
 PathLike = Union[str, Path]
 Labels = Union[Image, Tuple[Image, Image], None]
-FILES = ("qc.png", "qc.html", "qc.json")
+FILES = QC_NAMES  # qc.png, qc.html, qc.json
 LOG_JACOBIAN_RANGE = 0.7  # colour scale of the log|J| panel: ±0.7 ≈ ×0.5 … ×2 volume change
 PLANES = ("axial", "coronal", "sagittal")
 

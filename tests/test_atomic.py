@@ -261,3 +261,36 @@ def test_register_outputs_written_in_parallel_keep_order_and_raise_the_first_err
     with pytest.raises(OSError, match="no space left"):
         _run_writes([(fail, (tmp_path / "g.txt",)), (write_text, (tmp_path / "h.txt", "h"))], force=False)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary left behind
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_failed_write_phase_leaves_no_output_and_keeps_the_old_ones(tmp_path, failure):
+    """register writes ~8 files; Ctrl-C (or an error) after some of them are done used to leave
+    those, so the folder held half a result and the rerun needed --force. Now: none of them, a
+    folder made for them is removed, and outputs being replaced (--force) stay whole."""
+    from regkit.io.atomic import atomic_group
+    from regkit.optimize.outputs import _run_writes
+
+    def fail(path, force=False):
+        time.sleep(0.2)  # the other writes finish first
+        raise failure
+
+    out = tmp_path / "result"
+    jobs = [(write_text, (out / f"f{i}.txt", str(i))) for i in range(4)] + [(fail, (out / "last.txt",))]
+    with pytest.raises(type(failure)):
+        with atomic_group(out):
+            out.mkdir()
+            _run_writes(jobs, force=False)
+    assert not out.exists()
+
+    out.mkdir()
+    (out / "f0.txt").write_text("old")
+    with pytest.raises(type(failure)):
+        with atomic_group(out):
+            _run_writes(jobs, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["f0.txt"] and (out / "f0.txt").read_text() == "old"
+
+    with atomic_group(out):  # success: all appear, in place of the old
+        _run_writes(jobs[:4], force=True)
+    assert [(out / f"f{i}.txt").read_text() for i in range(4)] == ["0", "1", "2", "3"]
+    assert not any(p.name.startswith(".") for p in out.iterdir())

@@ -74,6 +74,17 @@ def test_out_that_is_a_file_is_refused_before_any_work(sample_paths, tmp_path):
     assert not_a_folder.read_text() == "a user's notes" and sorted(p.name for p in tmp_path.iterdir()) == ["results"]
 
 
+def test_an_existing_qc_file_is_refused_before_any_work(sample_paths, tmp_path):
+    """--qc's files are outputs too: refused up front, not after the registration with the other
+    outputs already written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "qc.html").write_text("last week's report")
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", out, "--qc", "--no-progress")
+    assert r.exit_code == 2 and f"{out / 'qc.html'}: exists" in r.output, r.output
+    assert "done in" not in r.output and sorted(p.name for p in out.iterdir()) == ["qc.html"]
+
+
 @pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["warp.nii.gz", "affine.mat"]])
 def test_apply_reproduces_warped(registered, sample_paths, transforms, tmp_path):
     out = registered["out"]

@@ -8,6 +8,7 @@ outputs before starting work.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
@@ -87,16 +88,57 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     target = check_writable(path, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}{_suffixes(target)}")
+    group = _GROUP.get()
+    deferred = False
     try:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced no file for {target}")
         os.chmod(tmp, _mode_for(target))
         _fsync(tmp)  # the data is on disk before the name points at it (power loss, kill -9)
-        os.replace(tmp, target)
+        if group is not None:  # renamed with the rest of its group (atomic_group)
+            group.append((tmp, target))
+            deferred = True
+        else:
+            os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if not deferred and tmp.exists():
             tmp.unlink()
+
+
+_GROUP: "contextvars.ContextVar[Optional[List]]" = contextvars.ContextVar("regkit_atomic_group", default=None)
+
+
+@contextlib.contextmanager
+def atomic_group(folder: Optional[PathLike] = None) -> Iterator[None]:
+    """Make the outputs written inside (through :func:`atomic_path`) appear together or not at all.
+
+    Each file is still written to its temporary name; the renames onto the targets wait until the
+    block ends without error. After an error or Ctrl-C every temporary file is removed, no target is
+    touched (with ``--force`` the previous outputs stay whole), and ``folder``, when the block made
+    it and it is empty, is removed too. Nested groups join the outer one. Threads must run in a
+    copy of the caller's context (``contextvars.copy_context().run``) to join the group.
+    """
+    if _GROUP.get() is not None:
+        yield
+        return
+    made = folder is not None and not Path(folder).exists()
+    pending: List = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if made:
+            with contextlib.suppress(OSError):
+                Path(folder).rmdir()  # only when empty
+        raise
+    finally:
+        _GROUP.reset(token)
+    for tmp, target in pending:
+        os.replace(tmp, target)
 
 
 def _read_umask() -> int:
@@ -139,3 +181,4 @@ def write_bytes(path: PathLike, data: bytes, force: bool = False) -> Path:
 def write_text(path: PathLike, text: str, force: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     return write_bytes(path, text.encode("utf-8"), force)
+
