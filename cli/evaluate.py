@@ -49,11 +49,9 @@ def add_to(app: typer.Typer) -> None:
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON here."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
     ) -> None:
-        import json
-
         from regkit import metrics
         from regkit.errors import InputError
-        from regkit.io.atomic import check_writable, write_text
+        from regkit.io.atomic import check_writable, json_text, write_text
         from regkit.io.images import load_label
         from regkit.io.transform_files import read_transform
 
@@ -78,7 +76,7 @@ def add_to(app: typer.Typer) -> None:
                                    read_transform(transform) if transform is not None else None)
         typer.echo(format_table(numbers))
         if json_out is not None:
-            write_text(json_out, json.dumps(numbers, indent=1) + "\n", force=force)
+            write_text(json_out, json_text(numbers) + "\n", force=force)
             typer.echo(f"wrote {json_out}")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -27,7 +26,7 @@ from torch import Tensor
 
 from regkit import metrics, space
 from regkit.image import Image
-from regkit.io.atomic import atomic_path, check_writable
+from regkit.io.atomic import atomic_path, check_writable, json_text
 from regkit.optimize.outputs import QC_NAMES
 from regkit.resample import warp
 from regkit.transforms import Transform
@@ -354,5 +353,5 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
     with atomic_path(paths[1], force) as tmp:
         tmp.write_text(_html_page(numbers, png, title), encoding="utf-8")
     with atomic_path(paths[2], force) as tmp:
-        tmp.write_text(json.dumps(numbers, indent=1), encoding="utf-8")
+        tmp.write_text(json_text(numbers), encoding="utf-8")
     return {**numbers, "files": [str(p) for p in paths]}

@@ -182,3 +182,21 @@ def write_text(path: PathLike, text: str, force: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     return write_bytes(path, text.encode("utf-8"), force)
 
+
+def json_text(value) -> str:
+    """Strict JSON of ``value`` (indented): NaN and ±Inf, which ``json.dumps`` writes as bare
+    ``NaN``/``Infinity`` that jq and JavaScript refuse, become ``null`` (e.g. HD95 of a label
+    missing from the warped map)."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), indent=1, allow_nan=False)
