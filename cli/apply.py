@@ -92,10 +92,11 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     import torch
 
     from regkit.io.atomic import check_writable
-    from regkit.io.images import load_image, save_image
+    from regkit.io.images import check_image_output, load_image, save_image
     from regkit import resources
     from regkit.resample import resample
 
+    check_image_output(output)
     check_writable(output, force)  # fail before any work
     chain = load_chain(transform_paths, inverse)
     integer = integer_file(moving_path) if interp != "linear" else None

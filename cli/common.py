@@ -5,6 +5,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import Callable, TypeVar
@@ -100,6 +101,8 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        fail(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
     return device

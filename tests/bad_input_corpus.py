@@ -340,6 +340,21 @@ def _pickled_transform(d: Path, out: Path) -> Run:
     return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bomb, marker=marker)
 
 
+def _singular_affine(d: Path, out: Path) -> Run:
+    import SimpleITK as sitk
+
+    flat = sitk.AffineTransform(3)
+    flat.SetMatrix((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0))  # squashes z: no inverse
+    path = d / "flat.mat"
+    sitk.WriteTransform(flat, str(path))
+    return Run(["invert", str(path), "-o", str(out / "inverse.mat")], path)
+
+
+def _output_suffix(d: Path, out: Path) -> Run:
+    target = out / "warped.png"
+    return Run(["apply", str(identity_transform(d)), str(good_image(d)), "-r", str(good_image(d)), "-o", str(target)], target)
+
+
 def _pickled_checkpoint(d: Path, out: Path) -> Run:
     marker = d / "code_ran"
     bomb = _pickle_checkpoint(d / "last.safetensors", marker)
@@ -384,6 +399,10 @@ COMMAND_CASES: List[CommandCase] = [
                 r"YAML", fix="remove the tag: recipes are plain data"),
     CommandCase("pickled_transform", "a pickle (torch.save) named .regkit.safetensors", "apply", _pickled_transform,
                 r"cannot be read as a regkit transform file", fix="only safetensors transforms are read; pickles are never unpickled"),
+    CommandCase("singular_affine", "an affine file whose matrix has no inverse", "invert", _singular_affine,
+                r"singular affine", fix="check the file: its 3×3 matrix has determinant 0"),
+    CommandCase("output_suffix", "an output image name regkit cannot write (.png)", "apply", _output_suffix,
+                r"unsupported image format", fix="name the output .nii.gz, .nii, .mgz, .mgh, .mha, .mhd, .nrrd or .nhdr"),
     CommandCase("pickled_checkpoint", "a pickled checkpoint (torch.save)", "train", _pickled_checkpoint,
                 r"pickle", fix="only regkit's safetensors checkpoints are read; pickles are never unpickled"),
     CommandCase("other_model", "a checkpoint of another model", "train", _other_model,

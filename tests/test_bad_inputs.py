@@ -360,3 +360,27 @@ def test_handle_errors_prints_one_line_for_every_failure(capsys):
     assert err.startswith("regkit: error: internal error: ZeroDivisionError: division by zero") and "--debug" in err
     code, err = run(MemoryError())
     assert code == 3 and err.count("\n") == 1 and "--config fast" in err
+
+
+def test_bad_device_and_invert_settings_are_usage_errors(tmp_path):
+    """--device gpu was an internal error (exit 1); invert --iterations 0 or --tolerance nan wrote
+    the first guess of the inverse with 'residual inf mm' and exit 0."""
+    runner = CliRunner()
+    image, transform = good_image(tmp_path), identity_transform(tmp_path)
+    r = runner.invoke(app, ["register", str(image), str(image), "--out", str(tmp_path / "out"), "--device", "gpu"])
+    assert r.exit_code == 2 and "--device must be auto, cpu, cuda or cuda:N, got 'gpu'" in r.output, r.output
+    for option in (["--iterations", "0"], ["--tolerance", "nan"], ["--tolerance", "0"]):
+        r = runner.invoke(app, ["invert", str(transform), "-o", str(tmp_path / "inv.regkit.safetensors"), *option])
+        assert r.exit_code == 2, (option, r.output)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "inv.regkit.safetensors").exists()
+
+
+def test_json_outputs_are_strict_json():
+    """HD95 of a label missing from the warped map is NaN: bare NaN is not JSON (jq refuses it)."""
+    import json
+
+    from regkit.io.atomic import json_text
+
+    text = json_text({"hd95_mm": float("nan"), "per_label": [1.5, float("inf")], "n": 3})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "hd95_mm": None, "per_label": [1.5, None], "n": 3}

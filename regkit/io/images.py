@@ -351,13 +351,22 @@ def _short(e: Exception) -> str:
     return msg[:200]
 
 
+def check_image_output(path: PathLike) -> Path:
+    """InputError unless ``path`` names an image format regkit writes (by its suffix), so that
+    ``-o result.png`` fails before the work, not in the writer after it."""
+    p = Path(path)
+    if not _has_suffix(p, NIBABEL_SUFFIXES + ITK_SUFFIXES):
+        raise InputError("unsupported image format; give a name ending in " + ", ".join(NIBABEL_SUFFIXES + ITK_SUFFIXES), p)
+    return p
+
+
 def save_image(image: Image, path: PathLike, force: bool = False, dtype: Optional[np.dtype] = None) -> Path:
     """Write ``image`` (NIfTI via nibabel, other suffixes via SimpleITK), atomically.
 
     NIfTI files get the affine as both sform and qform (code 1, scanner). Label images are saved
     as int16/int32; intensities as float32 unless ``dtype`` says otherwise.
     """
-    p = Path(path)
+    p = check_image_output(path)
     array = image.numpy()
     if dtype is not None:
         array = array.astype(dtype)

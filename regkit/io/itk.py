@@ -113,7 +113,12 @@ def _read_sitk_transform(path: PathLike):
         raise InputError(f"cannot be read as an ITK transform ({_first_line(e)})", p) from e
     if tx.GetDimension() != 3:
         raise InputError(f"holds a {tx.GetDimension()}D transform; regkit needs 3D", p)
-    return p, _sitk_parts(tx)
+    parts = _sitk_parts(tx)
+    for part in parts:
+        if part.IsLinear() and not abs(np.linalg.det(_lps_matrix(part)[:3, :3])) > 1e-9:
+            raise InputError("holds a singular affine (determinant 0): it maps space onto a plane or line, "
+                             "so it cannot be applied or inverted", p)
+    return p, parts
 
 
 def read_itk_affine(path: PathLike) -> AffineTransform:
