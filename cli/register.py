@@ -80,6 +80,12 @@ def add_to(app: typer.Typer) -> None:
         if refine and model is None:
             raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
         if pairs is not None:
+            given = [name for name, value in (("MOVING/FIXED", moving or fixed), ("--moving-labels", moving_labels),
+                                              ("--qc", qc), ("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask),
+                                              ("--seed", seed is not None)) if value]
+            if given:  # they would be silently ignored: one pair's files do not fit a cohort
+                raise InputError(f"--pairs takes the images (and moving_labels) from the manifest; {', '.join(given)} "
+                                 "cannot be combined with it", pairs)
             from regkit.cli.common import resolve_device
             from regkit.nn.register import register_cohort
 
@@ -109,7 +115,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     t0 = time.perf_counter()
     from regkit.cli.common import resolve_device, setup_logging
     from regkit.checks import check_has_contrast
-    from regkit.errors import RegistrationError
+    from regkit.errors import InputError, RegistrationError
     from regkit.io.atomic import atomic_group
     from regkit.io.images import load_image, load_label
     from regkit.optimize import load_config, register
@@ -135,6 +141,10 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
                           initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
     except RegistrationError as e:  # name the pair: the library does not know the file names
         raise RegistrationError(f"{moving} -> {fixed}: {e}") from e
+    except InputError as e:  # e.g. "moving image is too small to register"
+        if e.path is not None:
+            raise
+        raise InputError(f"{moving} -> {fixed}: {e}") from e
     if predict_seconds is not None:  # the optimiser's register_seconds does not include it
         result.log["predict_seconds"] = round(predict_seconds, 3)
     t_write = time.perf_counter()

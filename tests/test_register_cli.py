@@ -85,6 +85,18 @@ def test_an_existing_qc_file_is_refused_before_any_work(sample_paths, tmp_path):
     assert "done in" not in r.output and sorted(p.name for p in out.iterdir()) == ["qc.html"]
 
 
+def test_options_for_one_pair_are_refused_with_pairs(sample_paths, tmp_path):
+    """--pairs used to accept --moving-labels, --qc, masks, --seed and MOVING FIXED and ignore them."""
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(f"moving,fixed\n{sample_paths['moving']},{sample_paths['fixed']}\n")
+    for extra in (["--qc"], ["--moving-labels", sample_paths["moving_labels"]], ["--seed", 1]):
+        r = invoke("register", "--pairs", manifest, "--out", tmp_path / "cohort", *extra)
+        assert r.exit_code == 2 and f"{manifest}: --pairs takes the images" in r.output and extra[0] in r.output, r.output
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--pairs", manifest, "--out", tmp_path / "cohort")
+    assert r.exit_code == 2 and "MOVING/FIXED cannot be combined" in r.output, r.output
+    assert not (tmp_path / "cohort").exists()
+
+
 @pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["warp.nii.gz", "affine.mat"]])
 def test_apply_reproduces_warped(registered, sample_paths, transforms, tmp_path):
     out = registered["out"]

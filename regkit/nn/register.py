@@ -97,6 +97,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     ``regkit register --out``. Under torchrun each rank takes every WORLD_SIZE-th pair (checking
     its own outputs before any work) and writes ``out_dir/cohort_rank<R>.csv``.
     """
+    from regkit.checks import check_has_contrast
+    from regkit.errors import RegkitError
     from regkit.io.atomic import write_text
     from regkit.io.images import load_image, load_label
     from regkit.optimize import register
@@ -111,10 +113,17 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     rows: List[Dict[str, object]] = []
     for n, pair in mine:
         moving, fixed = load_image(pair.moving), load_image(pair.fixed)
-        if net is not None:
-            result = register_with_model(moving, fixed, net, refine, config, metric, device)
-        else:
-            result = register(moving, fixed, config=config, device=device, metric=metric)
+        check_has_contrast(moving, pair.moving)
+        check_has_contrast(fixed, pair.fixed)
+        try:
+            if net is not None:
+                result = register_with_model(moving, fixed, net, refine, config, metric, device)
+            else:
+                result = register(moving, fixed, config=config, device=device, metric=metric)
+        except RegkitError as e:  # name the pair: the library does not know the file names
+            if e.path is not None:
+                raise
+            raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
         write_result(result, out / f"pair{n:03d}", labels, force=force)
         rows.append({"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": result.log["total_seconds"]})
