@@ -176,7 +176,7 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such landmark file", p)
-    with p.open(newline="") as f:
+    with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
         raise InputError("landmark file has no rows", p)
@@ -191,6 +191,9 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
         raise InputError(f"landmark file needs x,y,z columns of numbers ({e})", p) from e
     if pts.size == 0:
         raise InputError("landmark file has no points", p)
+    bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+    if bad.size:
+        raise InputError(f"landmark {bad[0] + 1} has a NaN/Inf coordinate", p)
     if lps:
         pts[:, :2] *= -1.0
     return torch.from_numpy(pts.reshape(-1, 3))

@@ -181,6 +181,8 @@ IMAGE_CASES: List[Case] = [
          fix="downsample or crop the image, or run where more memory is free"),
     Case("constant", "constant (all-zero) image (register)", lambda d: _nifti(d / "all_zero.nii.gz", np.zeros(SHAPE, np.float32)),
          r"is constant", role="intensity", fix="nothing to align; check the file"),
+    Case("complex", "complex-valued voxels (e.g. raw MRI)", lambda d: _nifti(d / "complex.nii.gz", (_volume() * 1j).astype(np.complex64)),
+         r"complex voxels", fix="save the magnitude image (or the real/imaginary part you mean) first"),
     Case("label_float", "label map with non-integer values", lambda d: _nifti(d / "float_labels.nii.gz", _volume()),
          r"non-integer values", role="label", fix="pass the label map, not the intensity image"),
 ]

@@ -187,3 +187,15 @@ def test_evaluate_command_rejects_labels_on_another_grid(tmp_path):
     save_image(Image(w.data, OBLIQUE, is_label=True), tmp_path / "warped_labels.nii.gz")
     r = _cli("evaluate", "--fixed-labels", tmp_path / "fixed_labels.nii.gz", "--warped-labels", tmp_path / "warped_labels.nii.gz")
     assert r.exit_code == 2 and "warped_labels.nii.gz" in r.output and "grid" in r.output
+
+
+def test_landmark_csv_from_excel_reads_and_nan_coordinates_are_refused(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM ('\\ufeffx' was not a column name); a NaN coordinate
+    used to map to NaN and report 'TRE: nan'."""
+    from regkit.errors import InputError
+
+    (tmp_path / "bom.csv").write_bytes("x,y,z\n1,2,3\n-4.5,0,7\n".encode("utf-8-sig"))
+    np.testing.assert_array_equal(metrics.read_landmarks(tmp_path / "bom.csv").numpy(), [[1, 2, 3], [-4.5, 0, 7]])
+    (tmp_path / "nan.csv").write_text("x,y,z\n1,2,3\n0,0,nan\n")
+    with pytest.raises(InputError, match=r"nan.csv: landmark 2 .*NaN"):
+        metrics.read_landmarks(tmp_path / "nan.csv")

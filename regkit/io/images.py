@@ -178,6 +178,10 @@ def _read_nibabel_quietly(p: Path, is_label: bool, policy: str):
         if not p.name.lower().endswith((".gz", ".mgz")) and hasattr(proxy, "offset"):
             on_disk = p.stat().st_size - int(proxy.offset)
         _check_declared_size(img.shape, np.dtype(img.get_data_dtype()).itemsize, p, on_disk)
+        stored = np.dtype(img.get_data_dtype())
+        if stored.kind == "c" or stored.fields is not None:  # casting would keep the real part / fail obscurely
+            raise InputError(f"holds {'complex' if stored.kind == 'c' else 'RGB/structured'} voxels ({stored}); "
+                             "regkit registers real scalar images: save the magnitude (or one channel) first", p)
         if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             affine = _nifti_affine(img, p, policy)
         else:
@@ -266,6 +270,9 @@ def _read_sitk(p: Path, is_label: bool = False):
     except Exception as e:
         raise InputError(f"cannot be read as an image ({_itk_reason(e)}; is it damaged or truncated?)", p) from e
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C])
+    if np.iscomplexobj(array):
+        raise InputError(f"holds complex voxels ({array.dtype}); regkit registers real scalar images: "
+                         "save the magnitude first", p)
     array = np.moveaxis(array, [0, 1, 2], [2, 1, 0])
     return (array if is_label else array.astype(np.float32, copy=False)), sitk_affine(img)
 
