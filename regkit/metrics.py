@@ -253,7 +253,8 @@ def evaluate(fixed_labels: Optional[Image] = None, warped_labels: Optional[Image
             raise InputError("the Jacobian of a non-field transform needs a grid: give --fixed-labels too")
         det = jacobian_determinant(u, grid_affine)
         out["jacobian"] = jacobian_stats(det).as_dict()
-        if fixed_labels is not None and fixed_labels.shape == shape and torch.allclose(fixed_labels.affine, space.as_affine(grid_affine), atol=1e-4):
+        if (fixed_labels is not None and fixed_labels.shape == shape and bool((fixed_labels.data > 0).any())
+                and torch.allclose(fixed_labels.affine, space.as_affine(grid_affine), atol=1e-4)):
             out["jacobian_in_labels"] = jacobian_stats(det, fixed_labels.data[0] > 0).as_dict()
     if landmarks is not None:
         initial = target_registration_error(landmarks["fixed"], landmarks["moving"])

@@ -223,6 +223,8 @@ def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels
     u = (y - x).movedim(-1, 0)
     det = metrics.jacobian_determinant(u, fixed.affine)
     mask = None if fixed_labels is None else (fixed_labels.data[0] > 0)
+    if mask is not None and not bool(mask.any()):  # an empty label map: report the whole grid, do not fail
+        mask = None
     stats = metrics.jacobian_stats(det, mask)
     residual = affine_residual(x, y)
     magnitude = u.norm(dim=0)

@@ -107,3 +107,12 @@ def test_qc_command_on_the_sample_pair(sample_paths, tmp_path):
     assert numbers["jacobian"]["min"] == pytest.approx(np.linalg.det(rotation.matrix.numpy()), abs=1e-4)
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 2 and "exists" in r.output
+
+
+def test_empty_fixed_label_map_reports_the_whole_grid_and_the_json_is_strict(tmp_path):
+    """An all-zero fixed label map made `qc` fail ('the Jacobian mask selects no voxel')."""
+    img = _phantom()
+    empty = img.with_data(torch.zeros_like(img.data, dtype=torch.int32), is_label=True)
+    numbers = write_qc(img, img, _identity(), tmp_path, labels=empty)
+    assert numbers["jacobian_region"] == "whole fixed grid" and numbers["jacobian"]["voxels"] == int(np.prod(SHAPE))
+    json.loads((tmp_path / "qc.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in qc.json"))
