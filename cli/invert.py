@@ -37,7 +37,7 @@ def add_to(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Inverse transform file (format from its suffix)."),
         reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Grid for a dense-field OUT (the moving image)."),
         iterations: int = typer.Option(50, "--iterations", min=1, help="Fixed-point iterations for displacement fields."),
-        tolerance: float = typer.Option(1e-3, "--tolerance", min=0.0, min_open=True, help="Stop iterating below this residual (mm)."),
+        tolerance: float = typer.Option(1e-3, "--tolerance", help="Stop iterating below this residual (mm)."),
         force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
     ) -> None:
         from regkit import inverse
@@ -47,7 +47,7 @@ def add_to(app: typer.Typer) -> None:
         from regkit.io.transform_files import read_transform, transform_kind, write_transform
         from regkit.transforms import DisplacementField
 
-        if not tolerance < float("inf"):  # NaN passes typer's range check
+        if not 0 < tolerance < float("inf"):  # also NaN
             raise InputError(f"--tolerance must be a positive number of mm, got {tolerance}")
         check_writable(output, force)
         forward = read_transform(transform)

@@ -1,6 +1,7 @@
 """``resample``: move an image onto a reference grid through a transform — one ``grid_sample``."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -77,7 +78,8 @@ def _label_values(image: Image, mode: str, dtype) -> Optional[Tensor]:
     data = image.data
     if not image.is_label or mode != "nearest" or data.is_floating_point() or data.numel() == 0:
         return None
-    exact = 2 ** (torch.finfo(dtype).nmant + 1) if dtype.is_floating_point else None
+    # integers are exact up to 2^(mantissa bits + 1); eps = 2^-(mantissa bits): float32 -> 2^24
+    exact = 2 ** (round(-math.log2(torch.finfo(dtype).eps)) + 1) if dtype.is_floating_point else None
     if exact is None or int(data.abs().max()) <= exact:
         return None
     return torch.unique(data)
