@@ -54,6 +54,7 @@ def add_to(app: typer.Typer) -> None:
         from regkit.io.atomic import check_writable, json_text, write_text
         from regkit.io.images import load_label
         from regkit.io.transform_files import read_transform
+        from regkit.transforms import DisplacementField
 
         if (fixed_labels is None) != (warped_labels is None):
             raise InputError("--fixed-labels and --warped-labels go together")
@@ -72,7 +73,14 @@ def add_to(app: typer.Typer) -> None:
         landmarks = None
         if landmarks_fixed is not None:
             landmarks = {"fixed": metrics.read_landmarks(landmarks_fixed, lps), "moving": metrics.read_landmarks(landmarks_moving, lps)}
-        numbers = metrics.evaluate(fl, wl, read_transform(field) if field is not None else None, landmarks,
+            if landmarks["fixed"].shape != landmarks["moving"].shape:
+                raise InputError(f"has {landmarks['moving'].shape[0]} landmarks, {landmarks_fixed} has "
+                                 f"{landmarks['fixed'].shape[0]}; they must correspond row by row", landmarks_moving)
+        forward = read_transform(field) if field is not None else None
+        if forward is not None and fl is None and not isinstance(forward, DisplacementField):
+            raise InputError("is not a displacement field: its Jacobian needs a grid, so give --fixed-labels "
+                             "and --warped-labels too (or the field.nii.gz of the result)", field)
+        numbers = metrics.evaluate(fl, wl, forward, landmarks,
                                    read_transform(transform) if transform is not None else None)
         typer.echo(format_table(numbers))
         if json_out is not None:

@@ -384,3 +384,19 @@ def test_json_outputs_are_strict_json():
     text = json_text({"hd95_mm": float("nan"), "per_label": [1.5, float("inf")], "n": 3})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
         "hd95_mm": None, "per_label": [1.5, None], "n": 3}
+
+
+def test_evaluate_and_model_messages_name_the_file(tmp_path):
+    """Three messages named no file: a non-field --field without labels, landmark files of
+    different lengths, and --model given a folder ('no such checkpoint file')."""
+    runner = CliRunner()
+    transform = identity_transform(tmp_path)
+    r = runner.invoke(app, ["evaluate", "--field", str(transform)])
+    assert r.exit_code == 2 and f"{transform}: is not a displacement field" in r.output, r.output
+    (tmp_path / "f.csv").write_text("x,y,z\n0,0,0\n1,1,1\n")
+    (tmp_path / "m.csv").write_text("x,y,z\n0,0,0\n")
+    r = runner.invoke(app, ["evaluate", "--landmarks-fixed", str(tmp_path / "f.csv"), "--landmarks-moving", str(tmp_path / "m.csv")])
+    assert r.exit_code == 2 and f"{tmp_path / 'm.csv'}: has 1 landmarks" in r.output, r.output
+    image = good_image(tmp_path)
+    r = runner.invoke(app, ["register", str(image), str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path)])
+    assert r.exit_code == 2 and f"{tmp_path}: is a folder" in r.output, r.output

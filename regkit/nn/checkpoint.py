@@ -86,6 +86,8 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
     from safetensors.torch import load_file, safe_open
 
     p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder; give the checkpoint file in it (e.g. best.safetensors)", p)
     if not p.is_file():
         raise InputError("no such checkpoint file", p)
     try:
