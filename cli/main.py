@@ -1,6 +1,8 @@
 """The ``regkit`` Typer application: one sub-command per module in this package."""
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from regkit.cli import common
@@ -21,8 +23,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"regkit {of('regkit')} (torch {of('torch')}, monai {of('monai')}, nibabel {of('nibabel')}, "
+               f"SimpleITK {of('SimpleITK')}, python {sys.version.split()[0]})")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                            help="Print the versions of regkit and its main libraries, and exit.")) -> None:
     common.STATE["debug"] = debug
 
 

@@ -124,3 +124,10 @@ def test_unknown_metric_and_missing_file(registered, sample_paths):
     assert r.exit_code == 2 and "--metric" in r.output
     r = invoke("register", registered["tmp"] / "nope.nii.gz", sample_paths["fixed"], "--out", registered["tmp"] / "y")
     assert r.exit_code == 2 and "nope.nii.gz" in r.output
+
+
+def test_version_names_regkit_and_torch():
+    from importlib.metadata import version
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.output.startswith(f"regkit {version('regkit')} (torch {version('torch')}"), r.output
