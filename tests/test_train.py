@@ -221,3 +221,81 @@ def test_the_committed_recipe_config_is_valid_and_starts_as_the_identity(name):
         transform = model.to_world(model(mov, fix, full_resolution=False), offset_mm=centre)
         points = fixed.center().float() + torch.randn(200, 3) * 40.0
         torch.testing.assert_close(transform(points), points, atol=1e-3, rtol=0)
+
+
+def test_a_run_folder_is_not_overwritten_by_resuming_another_run(tmp_path, sample_paths):
+    """--resume used to skip the 'holds a previous run' check: run b's checkpoint and config were
+    replaced by run a's and b's log.csv mixed the steps of both."""
+    from regkit.errors import OutputExistsError
+    from regkit.train.loop import train
+
+    config = _config(tmp_path, sample_paths, optim={"steps": 2})
+    a = train(config, out_dir=tmp_path / "a", progress=False)
+    train(config, out_dir=tmp_path / "b", progress=False)
+    before = {name: (tmp_path / "b" / name).read_bytes() for name in ("last.safetensors", "config.yaml", "log.csv")}
+    longer = config.model_copy(update={"optim": config.optim.model_copy(update={"steps": 3})})
+    with pytest.raises(OutputExistsError, match="holds another run"):
+        train(longer, out_dir=tmp_path / "b", resume=a.last, progress=False)
+    assert {name: (tmp_path / "b" / name).read_bytes() for name in before} == before
+    assert train(longer, out_dir=tmp_path / "a", resume=a.last, progress=False).step == 3  # its own folder: fine
+
+
+def test_starting_over_drops_the_old_best_and_a_resume_drops_rows_logged_after_the_checkpoint(tmp_path, sample_paths):
+    """--force kept the previous run's best.safetensors (a model of another run, reported as this
+    run's best; with no validation the CLI then died formatting its missing score). And rows a
+    killed run logged after its last checkpoint were logged twice after --resume."""
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.train.loop import train
+
+    run, manifest = tmp_path / "run", str(tmp_path / "pairs.csv")
+    validated = _config(tmp_path, sample_paths, optim={"steps": 2}, val_every=2, data={"manifest": manifest, "val_manifest": manifest})
+    assert train(validated, out_dir=run, progress=False).best == run / "best.safetensors"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path, sample_paths, optim={"steps": 2})))
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(run), "--force", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert not (run / "best.safetensors").exists() and "best" not in r.output.splitlines()[-1]
+
+    rows = (run / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
+    (run / "log.csv").write_text("\n".join(rows + ["3" + rows[-1][1:]]) + "\n")  # killed at step 3, checkpoint at 2
+    train(_config(tmp_path, sample_paths, optim={"steps": 4}), out_dir=run, resume=run / "last.safetensors", progress=False)
+    assert [row.split(",")[0] for row in (run / "log.csv").read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+
+
+def test_dice_with_labels_on_only_some_pairs_is_refused(tmp_path, sample_paths):
+    """The dataset keeps labels only when every pair has them: one pair without labels turned the
+    Dice term off for the whole run, silently."""
+    from regkit.errors import InputError
+    from regkit.train.loop import train
+
+    p = sample_paths
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text("moving,fixed,moving_labels,fixed_labels\n"
+                        f"{p['moving']},{p['fixed']},{p['moving_labels']},{p['fixed_labels']}\n{p['fixed']},{p['moving']},,\n")
+    config = _config(tmp_path, sample_paths, data={"manifest": str(manifest)}, loss={"similarity": "lncc", "dice_weight": 1.0})
+    with pytest.raises(InputError, match=r"mixed.csv: 1 of 2 training pairs have labels.*has none"):
+        train(config, out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    extra = tmp_path / "extra.csv"  # labels under a two-column header were dropped
+    extra.write_text(f"moving,fixed\n{p['moving']},{p['fixed']},{p['moving_labels']},{p['fixed_labels']}\n")
+    from regkit.train.data import read_manifest
+
+    with pytest.raises(InputError, match="more fields than the header"):
+        read_manifest(extra)
+
+
+@pytest.mark.parametrize("section, bad", [
+    ("loss", {"similarity": "foo"}), ("loss", {"similarity": "lncc", "similarity_options": {"windoww": 3}}),
+    ("augment", {"enabled": True, "gamma": [-1, 2]}), ("model", {"intensity": {"percentiles": [99.5, 0.5]}}),
+    ("model", {"intensity": {"mode": "window", "window": [1000, -1000]}})])
+def test_recipe_values_that_failed_at_step_one_or_silently_are_refused(tmp_path, sample_paths, section, bad):
+    from regkit.train.config import load_train_config
+
+    config = tiny_config(tmp_path, sample_paths)
+    config[section] = {**config[section], **bad}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(Exception) as caught:
+        load_train_config(tmp_path / "c.yaml")
+    assert type(caught.value).__name__ == "InputError" and "c.yaml" in str(caught.value), caught.value

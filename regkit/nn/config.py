@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import List, Literal, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -25,6 +25,16 @@ class IntensityConfig(Strict):
     mode: Literal["percentile", "window"] = "percentile"
     percentiles: Tuple[float, float] = (0.5, 99.5)
     window: Tuple[float, float] = (-1000.0, 1000.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntensityConfig":
+        """A reversed pair made every image a near-binary mask (scale 1e-6), silently."""
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {list(self.percentiles)}")
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"window must be (low, high) with low < high, got {list(self.window)}")
+        return self
 
 
 class AffineNetConfig(Strict):

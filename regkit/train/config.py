@@ -57,6 +57,22 @@ class LossConfig(Strict):
     affine_stage_weight: float = Field(0.0, ge=0, description="weight of the affine stage's own similarity + Dice")
     affine_stage_stride: int = Field(4, ge=1, description="score the affine stage on every n-th grid voxel per axis (12 parameters need few)")
 
+    @model_validator(mode="after")
+    def _known_similarity(self) -> "LossConfig":
+        """An unknown similarity or option failed at the first training step, as an internal error."""
+        import inspect
+
+        from regkit.losses.similarity import SIMILARITIES
+
+        function = SIMILARITIES.get(self.similarity.lower())
+        if function is None:
+            raise ValueError(f"unknown similarity {self.similarity!r}; choose one of {', '.join(sorted(SIMILARITIES))}")
+        accepted = set(inspect.signature(function).parameters) - {"fixed", "warped", "mask"}
+        unknown = sorted(set(self.similarity_options) - accepted)
+        if unknown:
+            raise ValueError(f"similarity_options {unknown} are not options of {self.similarity} ({', '.join(sorted(accepted))})")
+        return self
+
 
 class AugmentConfig(Strict):
     """Random augmentation, drawn independently for the moving and the fixed image of a pair."""
@@ -70,6 +86,12 @@ class AugmentConfig(Strict):
     gamma: Tuple[float, float] = (0.8, 1.25)
     bias: float = Field(0.1, ge=0, description="max log-amplitude of a smooth multiplicative bias")
     noise_std: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _gamma_range(self) -> "AugmentConfig":
+        if not 0 < self.gamma[0] <= self.gamma[1]:
+            raise ValueError(f"gamma must be (low, high) with 0 < low <= high, got {list(self.gamma)}")
+        return self
 
 
 class OptimConfig(Strict):

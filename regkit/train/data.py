@@ -59,6 +59,9 @@ def read_manifest(path: Path) -> List[PairPaths]:
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not row.get("moving") or not row.get("fixed"):
             raise InputError(f"pair {n} needs 'moving' and 'fixed' entries", p)
+        if None in row:  # csv.DictReader files fields beyond the header under None: they would be dropped
+            raise InputError(f"pair {n} has more fields than the header names ({', '.join(row[None])}); "
+                             f"name every column in the header (moving,fixed,moving_labels,fixed_labels)", p)
         unknown = set(k for k in row if k) - set(KEYS)
         if unknown:
             raise InputError(f"pair {n} has unknown column(s) {sorted(unknown)}; expected {list(KEYS)}", p)

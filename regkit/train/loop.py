@@ -130,17 +130,24 @@ class Batches:
 class RunLog:
     """CSV log (appended on resume) and TensorBoard when the ``tensorboard`` package is installed."""
 
-    def __init__(self, out_dir: Path, append: bool):
+    def __init__(self, out_dir: Path, append: bool, after_step: int = 0):
+        """``append``: continue the file of a run resumed at ``after_step``; rows logged after that
+        step (by the run before it was killed, after its last checkpoint) are dropped, since the
+        resumed run logs those steps again."""
         self.path = out_dir / LOG_CSV
         new = not (append and self.path.exists())
         columns = LOG_COLUMNS
+        kept: List[Dict[str, str]] = []
         if not new:  # a run resumed by a newer regkit keeps its file's columns
             with self.path.open(newline="") as f:
-                columns = next(csv.reader(f), None) or LOG_COLUMNS
-        self._file = self.path.open("w" if new else "a", newline="")
+                reader = csv.DictReader(f)
+                columns = list(reader.fieldnames or LOG_COLUMNS)
+                kept = [row for row in reader if _step_of(row) <= after_step]
+        self._file = self.path.open("w", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
-        if new:
-            self._csv.writeheader()
+        self._csv.writeheader()
+        self._csv.writerows(kept)
+        self._file.flush()
         self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -213,8 +220,12 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
 
     dist = Distributed.from_env(device)
     out = check_folder(out_dir or config.out_dir)
-    if dist.is_main and resume is None and (out / LAST).exists() and not force:
-        raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
+    if dist.is_main and (out / LAST).exists() and not force:
+        if resume is None:
+            raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
+        if Path(resume).resolve().parent != out.resolve():  # resuming ANOTHER run here would overwrite this one
+            raise OutputExistsError(f"holds another run ({LAST}); resuming {resume} here would overwrite it: "
+                                    "give a new --out, or --force", out)
     torch.manual_seed(config.seed)
     model = CascadeNet(config.model).to(dist.device)
     optimizer = make_optimizer(model, config.optim)
@@ -229,6 +240,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     if config.data.val_manifest is not None:
         val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
                               train_set.num_labels or config.data.num_labels, config.data.cache, device=data_device)
+    _check_labels_for_dice(train_set.pairs, config)
     train_set.check_readable()
     if val_set is not None:
         val_set.check_readable()
@@ -243,8 +255,11 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     run_log, bar = None, None
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if resume is None and (out / BEST).exists():  # starting over (--force): a best model of the old run must not stay
+            (out / BEST).unlink()
+            log.info("%s: removed the previous run's %s (starting over)", out, BEST)
         _write_config(out / "config.yaml", config)
-        run_log = RunLog(out, append=resume is not None)
+        run_log = RunLog(out, append=resume is not None, after_step=step)
         if progress:
             from tqdm import tqdm
 
@@ -316,10 +331,29 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             run_log.close()
     result.step, result.best_metric, result.model = step, best_metric, model
     result.last = out / LAST
-    if result.best is None and (out / BEST).exists():
+    if result.best is None and resume is not None and (out / BEST).exists():  # written before the resume
         result.best = out / BEST
     dist.close()
     return result
+
+
+def _check_labels_for_dice(pairs, config: TrainConfig) -> None:
+    """InputError when the Dice term is on and only SOME training pairs have labels: the dataset
+    then drops labels for every pair, which turned the Dice term off for the whole run silently."""
+    labelled = [p.has_labels for p in pairs]
+    if config.loss.dice_weight > 0 and any(labelled) and not all(labelled):
+        first = pairs[labelled.index(False)]
+        raise InputError(f"{sum(labelled)} of {len(labelled)} training pairs have labels, but the Dice term "
+                         f"(loss.dice_weight {config.loss.dice_weight:g}) needs them on every pair; "
+                         f"{first.moving} -> {first.fixed} has none (add them, or set dice_weight: 0)",
+                         config.data.manifest or config.data.subjects)
+
+
+def _step_of(row: Dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return float("inf")
 
 
 def _write_config(path: Path, config: TrainConfig) -> None:
