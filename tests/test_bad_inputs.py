@@ -400,3 +400,25 @@ def test_evaluate_and_model_messages_name_the_file(tmp_path):
     image = good_image(tmp_path)
     r = runner.invoke(app, ["register", str(image), str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path)])
     assert r.exit_code == 2 and f"{tmp_path}: is a folder" in r.output, r.output
+
+
+def test_a_diverged_checkpoint_or_a_transform_file_as_model_is_named_for_what_it_is(tmp_path):
+    """NaN weights surfaced as 'the optimisation diverged ... lower lr_mm' (exit 4) even with
+    --refine 0; a transform file given as --model was 'unreadable checkpoint metadata'."""
+    import torch
+
+    from regkit.errors import InputError
+    from regkit.nn.checkpoint import load_model, read_checkpoint, write_checkpoint
+
+    good = other_model_checkpoint(tmp_path)
+    ckpt = read_checkpoint(good)
+    tensors = dict(ckpt.tensors)
+    name = next(k for k, v in tensors.items() if k.startswith("model/") and v.is_floating_point())
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    diverged = write_checkpoint(tmp_path / "diverged.safetensors", tensors, ckpt.metadata)
+    with pytest.raises(InputError, match=r"diverged.safetensors: checkpoint has NaN/Inf weights"):
+        load_model(diverged)
+    transform = identity_transform(tmp_path)
+    with pytest.raises(InputError, match=r"is a regkit transform file, not a trained cascade checkpoint"):
+        load_model(transform)
+    assert torch.is_tensor(load_model(good).grid_affine)  # the untouched one still loads

@@ -99,6 +99,9 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
     try:
         metadata = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError as e:
+        if p.name.endswith(".regkit.safetensors") or "chain" in raw:  # regkit's transform format
+            raise InputError("is a regkit transform file, not a trained cascade checkpoint (regkit train writes "
+                             "best.safetensors / last.safetensors)", p) from e
         raise InputError("has unreadable checkpoint metadata (not JSON)", p) from e
     if metadata.get("format") != FORMAT:
         raise InputError(f"is a safetensors file but not a regkit cascade checkpoint (format={metadata.get('format')!r})", p)
@@ -134,6 +137,9 @@ def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, path: PathL
         detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
                   else f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} != {tuple(own[wrong[0]].shape)}")
         raise InputError(f"checkpoint does not fit this model ({detail}); it was made with another model config", path)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # a run that diverged: its predictions would be NaN, reported later as something else
+        raise InputError(f"checkpoint has NaN/Inf weights ({bad}); the training that wrote it diverged", path)
     model.load_state_dict(state)
 
 
