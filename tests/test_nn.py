@@ -52,21 +52,25 @@ def test_world_transform_maps_the_grid_like_the_network(pair):
 
     moving, fixed = pair
     model = _model(perturb=True)
-    mov, fix, centre = prepare_pair(model, moving, fixed)
+    mov, fix, centre, moving_centre = prepare_pair(model, moving, fixed)
+    assert (moving_centre - centre).norm() > 1.0  # the sample pair's centres of mass differ: the offset is tested
     with torch.no_grad():
         out = model(mov, fix)
-        transform = model.to_world(out, offset_mm=centre)
+        transform = model.to_world(out, offset_mm=centre, moving_offset_mm=moving_centre)
         world = space.world_grid(model.grid_affine, (16, 20, 16)) + centre.float()
         mapped = transform(world)
     shift = (out["points"][0] - space.world_grid(model.grid_affine, (16, 20, 16))).norm(dim=-1)
     assert shift.max() > 2.0  # the check below is not about an identity map
-    assert torch.allclose(mapped, out["points"][0] + centre.float(), atol=1e-3)
+    assert torch.allclose(mapped, out["points"][0] + moving_centre.float(), atol=1e-3)
 
 
 def test_affine_output_is_about_the_fixed_centre_in_world_mm(pair):
     """A localisation net that outputs a known matrix M and translation t must give
-    y = M (x - c) + c + t in world mm, c the fixed image's field-of-view centre."""
+    y = M (x - c) + c_m + t in world mm, c and c_m the fixed and moving images' centres of mass
+    (where the network boxes are placed)."""
+    from regkit.nn.grid import normalize_intensity
     from regkit.nn.predict import predict
+    from regkit.optimize.affine import center_of_mass
 
     moving, fixed = pair
     model = _model()
@@ -77,9 +81,10 @@ def test_affine_output_is_about_the_fixed_centre_in_world_mm(pair):
         model.affine_net.head.bias[:9] = (m - torch.eye(3)).reshape(-1)
         model.affine_net.head.bias[9:] = t / model.config.affine.translation_scale_mm
     transform = predict(model, moving, fixed)
-    c = fixed.center().float()
+    c, c_m = (center_of_mass(normalize_intensity(im.float(), model.config.intensity).data[None], im.affine).float()
+              for im in (fixed, moving))
     x = torch.tensor([[0.0, 0.0, 0.0], [30.0, -20.0, 10.0], [-50.0, 40.0, -25.0]])
-    expected = (x - c) @ m.T + c + t
+    expected = (x - c) @ m.T + c_m + t
     assert torch.allclose(transform(x), expected, atol=1e-3)
 
 
@@ -325,3 +330,29 @@ def test_checkpoint_from_before_the_heatmap_gain_loads_with_gain_one(tmp_path):
     del tensors["model/affine_net.gain"]
     path = write_checkpoint(tmp_path / "old.safetensors", tensors, {"model_config": model.config.model_dump(mode="json")})
     assert float(load_model(path).affine_net.gain.detach()) == 1.0
+
+
+def test_prediction_does_not_depend_on_field_of_view_or_position(pair):
+    """The network boxes sit on the images' centres of mass: padding the fixed image with
+    background, or moving the moving image 50 mm in world space, must change the prediction by
+    exactly that (they used to move the anatomy within the box: dev2mm Dice 0.82 -> 0.65 / 0.59)."""
+    from regkit.image import Image
+    from regkit.nn.predict import predict
+
+    moving, fixed = pair
+    model = _model(perturb=True)
+    x = fixed.world_grid(dtype=torch.float32).reshape(-1, 3)[::37]
+    with torch.no_grad():
+        base = predict(model, moving, fixed)(x)
+        big = fixed.data.new_zeros(fixed.channels, *(n + 12 for n in fixed.shape))
+        big[:, 4:4 + fixed.shape[0], 8:8 + fixed.shape[1], :fixed.shape[2]] = fixed.data  # background on 5 sides
+        a = fixed.affine.clone()
+        a[:3, 3] -= a[:3, :3] @ torch.tensor([4.0, 8.0, 0.0], dtype=a.dtype)
+        padded = predict(model, moving, Image(big, a))(x)
+        t = torch.tensor([40.0, -20.0, 30.0], dtype=torch.float64)
+        b = moving.affine.clone()
+        b[:3, 3] += t
+        moved = predict(model, Image(moving.data, b), fixed)(x)
+    assert (base - x).norm(dim=-1).max() > 2.0  # not an identity map
+    torch.testing.assert_close(padded, base, atol=2e-3, rtol=0)
+    torch.testing.assert_close(moved, base + t.float(), atol=2e-3, rtol=0)

@@ -197,7 +197,7 @@ def test_affine_stage_loss_scores_the_affine_alone():
 def test_the_committed_recipe_config_is_valid_and_starts_as_the_identity(name):
     """``configs/train_brain2mm.yaml`` (the benchmark recipe) and its larger GPU variant validate,
     their data paths resolve next to the repository's ``runs/data``, and the untrained cascade
-    each builds maps every fixed point to itself (keypoint gain 0, zero SVF heads) on real-sized
+    each builds maps every fixed point by the centres of mass' offset alone (keypoint gain 0, zero SVF heads) on real-sized
     inputs of the sample pair."""
     from regkit.io.images import load_image
     from regkit.nn.cascade import CascadeNet
@@ -215,12 +215,12 @@ def test_the_committed_recipe_config_is_valid_and_starts_as_the_identity(name):
     model = CascadeNet(config.model).eval()
     sample = root / "sample_data"
     moving, fixed = load_image(sample / "moving.nii.gz"), load_image(sample / "fixed.nii.gz")
-    mov, fix, centre = prepare_pair(model, moving, fixed)
+    mov, fix, centre, moving_centre = prepare_pair(model, moving, fixed)
     assert tuple(mov.shape[2:]) == tuple(config.model.grid_shape)
-    with torch.no_grad():
-        transform = model.to_world(model(mov, fix, full_resolution=False), offset_mm=centre)
+    with torch.no_grad():  # identity between the boxes: the centres of mass' translation
+        transform = model.to_world(model(mov, fix, full_resolution=False), offset_mm=centre, moving_offset_mm=moving_centre)
         points = fixed.center().float() + torch.randn(200, 3) * 40.0
-        torch.testing.assert_close(transform(points), points, atol=1e-3, rtol=0)
+        torch.testing.assert_close(transform(points), points + (moving_centre - centre).float(), atol=1e-3, rtol=0)
 
 
 def test_a_run_folder_is_not_overwritten_by_resuming_another_run(tmp_path, sample_paths):

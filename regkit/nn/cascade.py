@@ -126,14 +126,20 @@ class CascadeNet(nn.Module):
         return warp(volume, affine, self._points(volume, affine, chain)) if chain else volume
 
     # ------------------------------------------------------------------ outputs as transforms
-    def to_world(self, outputs: Dict[str, Tensor], offset_mm: Optional[Tensor] = None, index: int = 0) -> Compose:
+    def to_world(self, outputs: Dict[str, Tensor], offset_mm: Optional[Tensor] = None, index: int = 0,
+                 moving_offset_mm: Optional[Tensor] = None) -> Compose:
         """Item ``index`` of a forward pass as a plain regkit transform in WORLD mm.
 
-        ``offset_mm`` is the world position of the network origin (the fixed image's centre;
-        zero keeps network coordinates). Returns ``Compose(field_K, ..., field_1, affine)``
-        (fixed world points → moving world points), detached, batch size 1, unbatched affine.
+        ``offset_mm`` is the world position of the network origin in the fixed image (zero keeps
+        network coordinates); ``moving_offset_mm`` its position in the moving image when the moving
+        box was placed elsewhere (:func:`regkit.nn.predict.prepare_pair`: each image's centre of
+        mass; default: the same). Returns ``Compose(field_K, ..., field_1, affine)`` (fixed world
+        points → moving world points; the affine carries the boxes' offset), detached, batch size
+        1, unbatched affine.
         """
         c = torch.zeros(3, dtype=torch.float64) if offset_mm is None else torch.as_tensor(offset_mm, dtype=torch.float64)
+        between = torch.zeros(3, dtype=torch.float64) if moving_offset_mm is None else \
+            torch.as_tensor(moving_offset_mm, dtype=torch.float64) - c
         transforms: List[Transform] = []
         for k, stage in enumerate(self.config.stages):
             field = outputs[f"field{k}"][index: index + 1].detach().float().cpu()
@@ -144,6 +150,8 @@ class CascadeNet(nn.Module):
                 transforms.insert(0, DisplacementField(field, affine))
         if "affine_matrix" in outputs:
             matrix = outputs["affine_matrix"][index].detach().double().cpu()
-            translation = outputs["affine_translation"][index].detach().double().cpu()
+            translation = outputs["affine_translation"][index].detach().double().cpu() + between
             transforms.append(AffineTransform(matrix, translation, center=c, requires_grad=False))
+        elif bool(between.any()):
+            transforms.append(AffineTransform(torch.eye(3, dtype=torch.float64), between, center=c, requires_grad=False))
         return Compose(*transforms)
