@@ -56,7 +56,10 @@ def add_to(app: typer.Typer) -> None:
                        progress=not no_progress)
         if int(os.environ.get("RANK", "0")) != 0:
             return
-        typer.echo(f"step {result.step}: last checkpoint {result.last}" + (f", best {result.best}" + (f" ({result.best_metric:.4f})" if result.best_metric is not None else "") if result.best else ""))
+        best = ""
+        if result.best:  # a run without validation has no score to print
+            best = f", best {result.best}" + (f" ({result.best_metric:.4f})" if result.best_metric is not None else "")
+        typer.echo(f"step {result.step}: last checkpoint {result.last}{best}")
         if result.interrupted:
             typer.echo(f"stopped by {result.interrupted}; continue with --resume {result.last}", err=True)
             raise typer.Exit(130)
