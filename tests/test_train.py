@@ -299,3 +299,19 @@ def test_recipe_values_that_failed_at_step_one_or_silently_are_refused(tmp_path,
     with pytest.raises(Exception) as caught:
         load_train_config(tmp_path / "c.yaml")
     assert type(caught.value).__name__ == "InputError" and "c.yaml" in str(caught.value), caught.value
+
+
+def test_a_grid_too_small_for_the_networks_is_a_config_error(tmp_path, sample_paths):
+    """grid_shape [8, 8, 8] with the recipe's networks was an internal error (InstanceNorm) at step
+    1 (and in a checkpoint, at prediction); the smallest grid that passes must run."""
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.config import ModelConfig
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "train_brain2mm.yaml").read_text())["model"]
+    with pytest.raises(Exception, match=r"grid_shape \[8, 8, 8\] is too small for the stage 0"):
+        ModelConfig.model_validate({**recipe, "grid_shape": [8, 8, 8]})
+    with pytest.raises(Exception, match="too small"):
+        ModelConfig.model_validate({**recipe, "grid_shape": [32, 32, 32]})  # stage 0's deepest layer: 1 voxel
+    net = CascadeNet(ModelConfig.model_validate({**recipe, "grid_shape": [40, 32, 32]}))  # 2 voxels: runs
+    with torch.no_grad():
+        net(torch.rand(1, 1, 40, 32, 32), torch.rand(1, 1, 40, 32, 32))

@@ -5,6 +5,7 @@ stored inside every checkpoint, so a checkpoint alone is enough to rebuild its m
 """
 from __future__ import annotations
 
+import math
 from typing import List, Literal, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -82,8 +83,9 @@ class StageConfig(Strict):
 class ModelConfig(Strict):
     """The whole cascade: the common training grid, the affine net and the field stages.
 
-    The training grid is axis-aligned (RAS), ``grid_shape`` voxels of ``grid_spacing_mm``, centred
-    on the fixed image's field of view; both images are resampled onto it in physical space.
+    The training grid is axis-aligned (RAS), ``grid_shape`` voxels of ``grid_spacing_mm``; both
+    images are resampled onto it in physical space, centred on the fixed image's field of view in
+    training and on each image's centre of mass at inference (:func:`regkit.nn.predict.prepare_pair`).
     """
 
     grid_shape: Tuple[int, int, int] = (96, 112, 96)
@@ -92,3 +94,19 @@ class ModelConfig(Strict):
     intensity: IntensityConfig = Field(default_factory=IntensityConfig)
     affine: AffineNetConfig = Field(default_factory=AffineNetConfig)
     stages: List[StageConfig] = Field(default_factory=lambda: [StageConfig(scale=4), StageConfig(scale=2)])
+
+    @model_validator(mode="after")
+    def _grid_fits_the_networks(self) -> "ModelConfig":
+        """Every network's deepest layer must hold more than one voxel (instance norm needs it): a
+        too-small grid_shape was an internal error at the first step or prediction."""
+        halvings = [(f"stage {k}", s.scale, len(s.channels) - 1) for k, s in enumerate(self.stages)]
+        if self.affine.enabled:
+            down = len(self.affine.channels) - 2 if self.affine.head == "keypoints" else len(self.affine.channels)
+            halvings.append(("affine net", self.affine.scale, max(down, 0)))
+        for name, scale, down in halvings:
+            sizes = [n // scale for n in self.grid_shape]
+            deepest = math.prod(math.ceil(n / 2 ** down) for n in sizes) if min(sizes) >= 1 else 0
+            if deepest <= 1:
+                raise ValueError(f"grid_shape {list(self.grid_shape)} is too small for the {name} (images pooled by "
+                                 f"{scale}, then halved {down} times): its deepest layer would hold {deepest} voxel(s)")
+        return self
