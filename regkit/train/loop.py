@@ -11,6 +11,7 @@ same step). Only rank 0 writes files.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import signal
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from regkit.errors import InputError, OutputExistsError
-from regkit.io.atomic import check_folder
+from regkit.io.atomic import check_folder, write_text
 from regkit.train.config import TrainConfig
 from regkit.train.distributed import Distributed
 
@@ -137,17 +138,20 @@ class RunLog:
         self.path = out_dir / LOG_CSV
         new = not (append and self.path.exists())
         columns = LOG_COLUMNS
-        kept: List[Dict[str, str]] = []
         if not new:  # a run resumed by a newer regkit keeps its file's columns
             with self.path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 columns = list(reader.fieldnames or LOG_COLUMNS)
                 kept = [row for row in reader if _step_of(row) <= after_step]
-        self._file = self.path.open("w", newline="")
+            text = io.StringIO()  # the rows to keep, replaced atomically: a kill now loses no log
+            writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            write_text(self.path, text.getvalue(), force=True)
+        self._file = self.path.open("w" if new else "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
-        self._csv.writeheader()
-        self._csv.writerows(kept)
-        self._file.flush()
+        if new:
+            self._csv.writeheader()
         self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -358,7 +362,5 @@ def _step_of(row: Dict[str, str]) -> float:
 
 def _write_config(path: Path, config: TrainConfig) -> None:
     import yaml
-
-    from regkit.io.atomic import write_text
 
     write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), force=True)
