@@ -315,3 +315,32 @@ def test_a_grid_too_small_for_the_networks_is_a_config_error(tmp_path, sample_pa
     net = CascadeNet(ModelConfig.model_validate({**recipe, "grid_shape": [40, 32, 32]}))  # 2 voxels: runs
     with torch.no_grad():
         net(torch.rand(1, 1, 40, 32, 32), torch.rand(1, 1, 40, 32, 32))
+
+
+def test_training_boxes_are_the_ones_prediction_uses(tmp_path, sample_paths):
+    """A pair shown to the network in training must look as it does at inference: each image's
+    box on its own centre of mass (``prepare_pair``). Then a moving image that is the fixed one
+    moved 40 mm in world space is the same tensor as the fixed one — nothing left to learn."""
+    import nibabel as nib
+    import numpy as np
+
+    from regkit.io.images import load_image
+    from regkit.nn.cascade import CascadeNet
+    from regkit.nn.config import ModelConfig
+    from regkit.nn.predict import prepare_pair
+    from regkit.train.data import PairDataset, PairPaths
+
+    model_config = ModelConfig.model_validate(_config(tmp_path, sample_paths).model.model_dump())
+    pair = PairPaths(sample_paths["moving"], sample_paths["fixed"], sample_paths["moving_labels"], sample_paths["fixed_labels"])
+    sample = PairDataset([pair], model_config).sample(0)
+    mov, fix, _, _ = prepare_pair(CascadeNet(model_config), load_image(sample_paths["moving"]), load_image(sample_paths["fixed"]))
+    assert torch.allclose(sample["moving"], mov[0], atol=1e-5) and torch.allclose(sample["fixed"], fix[0], atol=1e-5)
+
+    fixed = nib.load(str(sample_paths["fixed"]))
+    shifted = fixed.affine.copy()
+    shifted[:3, 3] += [40.0, -25.0, 15.0]
+    moved = tmp_path / "moved.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(fixed.dataobj), shifted), str(moved))
+    sample = PairDataset([PairPaths(moved, sample_paths["fixed"], None, None)], model_config).sample(0)
+    assert sample["fixed"].std() > 0.1
+    assert torch.allclose(sample["moving"], sample["fixed"], atol=1e-4)

@@ -84,8 +84,8 @@ class ModelConfig(Strict):
     """The whole cascade: the common training grid, the affine net and the field stages.
 
     The training grid is axis-aligned (RAS), ``grid_shape`` voxels of ``grid_spacing_mm``; both
-    images are resampled onto it in physical space, centred on the fixed image's field of view in
-    training and on each image's centre of mass at inference (:func:`regkit.nn.predict.prepare_pair`).
+    images are resampled onto it in physical space, each image's box centred on its intensity
+    centre of mass, in training and at inference alike (:func:`regkit.nn.predict.prepare_pair`).
     """
 
     grid_shape: Tuple[int, int, int] = (96, 112, 96)

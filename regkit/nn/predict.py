@@ -17,7 +17,8 @@ def prepare_pair(model, moving: Image, fixed: Image, device="cpu") -> Tuple[torc
     """Normalise both images and resample them (physical space) onto the model's grid: the
     network box is centred on the fixed image's intensity centre of mass for the fixed image, and
     on the moving image's for the moving one (the optimiser's ``center_of_mass`` start, so the
-    network only predicts what is left).
+    network only predicts what is left). Training places its boxes the same way
+    (:class:`regkit.train.data.PairDataset`).
 
     Without it the box sat at the centre of the fixed FIELD OF VIEW with both images in it: a
     fixed image padded with background, or a moving one 50 mm away, put the anatomy off the box

@@ -109,7 +109,9 @@ def all_ordered_pairs(subjects: List[Tuple[Path, Optional[Path]]]) -> List[PairP
 
 class PairDataset:
     """Pairs brought onto the network grid: ``sample(i, generator)`` gives tensors on the
-    canonical grid (centred on the fixed image), optionally augmented with ``augment``.
+    canonical grid, optionally augmented with ``augment``. Each image's box is centred on its
+    intensity centre of mass, as at inference (:func:`regkit.nn.predict.prepare_pair`): the
+    network learns what is left after the optimiser's ``center_of_mass`` start.
 
     Images are read once, intensity-normalised with the model's rule and kept in memory.
     """
@@ -125,6 +127,7 @@ class PairDataset:
         # against 0.03 s of network). Random numbers are drawn on the CPU either way.
         self.device = torch.device(device)
         self._images: Dict[Tuple[Path, bool], Image] = {}
+        self._centres: Dict[Path, Tensor] = {}
         self.grid_affine = canonical_grid_affine(model_config.grid_shape, model_config.grid_spacing_mm)
         self.has_labels = all(p.has_labels for p in pairs)
         self.num_labels = num_labels if num_labels or not self.has_labels else self._count_labels()
@@ -160,18 +163,26 @@ class PairDataset:
                 if path is not None:
                     self._load(path, is_label)
 
+    def _centre(self, path: Path, image: Image) -> Tensor:
+        """World mm of ``image``'s intensity centre of mass (the normalised image's, as at inference)."""
+        from regkit.optimize.affine import center_of_mass
+
+        if path not in self._centres:
+            self._centres[path] = center_of_mass(image.data.cpu()[None], image.affine.cpu())
+        return self._centres[path]
+
     def sample(self, index: int, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         """Pair ``index`` on the grid: ``moving``/``fixed`` ``(C, X, Y, Z)`` float in [0, 1],
         and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 when the pair has labels."""
         from regkit.train.augment import random_intensity, random_spatial
 
         pair = self.pairs[index]
-        fixed = self._load(pair.fixed, False)
-        centre = fixed.center()
         shape = self.config.grid_shape
         out: Dict[str, Tensor] = {}
         for role in ("moving", "fixed"):
-            image = self._load(getattr(pair, role), False)
+            path = getattr(pair, role)
+            image = self._load(path, False)
+            centre = self._centre(path, image)
             spatial = None
             if self.augment is not None and self.augment.enabled:
                 spatial = random_spatial(self.augment, self.grid_affine, shape, generator).to(self.device)
