@@ -117,7 +117,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     from regkit.checks import check_has_contrast
     from regkit.errors import InputError, RegistrationError
     from regkit.io.atomic import atomic_group
-    from regkit.io.images import load_image, load_label
+    from regkit.io.images import load_image, load_label, stored_integer_dtype
     from regkit.optimize import load_config, register
     from regkit.optimize.outputs import check_outputs, summary_line, write_result
 
@@ -149,7 +149,8 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         result.log["predict_seconds"] = round(predict_seconds, 3)
     t_write = time.perf_counter()
     with atomic_group(out):  # the QC files appear with the others, or nothing does
-        written = write_result(result, out, labels, force=force)
+        written = write_result(result, out, labels, force=force,
+                               labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None)
         if qc:
             written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force)
     typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0,

@@ -131,3 +131,20 @@ def test_version_names_regkit_and_torch():
 
     r = invoke("--version")
     assert r.exit_code == 0 and r.output.startswith(f"regkit {version('regkit')} (torch {version('torch')}"), r.output
+
+
+def test_warped_labels_keep_the_labels_file_type(registered, sample_paths, tmp_path):
+    """A uint8 label map came back int16 (apply kept uint8): the file's own type is kept now,
+    with the same values as the int16 run."""
+    src = nib.load(str(sample_paths["moving_labels"]))
+    labels_u8 = tmp_path / "labels_u8.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj).astype(np.uint8), src.affine), str(labels_u8))
+    assert nib.load(str(labels_u8)).get_data_dtype() == np.uint8
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", tmp_path / "out",
+               "--moving-labels", labels_u8, "--config", registered["cfg"], "--seed", 1, "--no-progress")
+    assert r.exit_code == 0, r.output
+    warped = nib.load(str(tmp_path / "out" / "warped_labels.nii.gz"))
+    assert warped.get_data_dtype() == np.uint8
+    before = np.asarray(nib.load(str(registered["out"] / "warped_labels.nii.gz")).dataobj)
+    assert np.array_equal(np.asarray(warped.dataobj), before)
+    assert np.asarray(nib.load(str(registered["out"] / "warped_labels.nii.gz")).dataobj).dtype == np.int16

@@ -116,6 +116,31 @@ def load_label(path: PathLike, volume: Optional[int] = None, header_policy: Opti
     return load_image(path, is_label=True, volume=volume, header_policy=header_policy)
 
 
+def stored_integer_dtype(path: PathLike) -> Optional[np.dtype]:
+    """The integer voxel type ``path`` stores (header only), or None for floats, scaled NIfTI
+    integers and unreadable headers: what a label map written back should keep (uint8 stays uint8)."""
+    p = Path(path)
+    try:
+        if _has_suffix(p, NIBABEL_SUFFIXES):
+            import nibabel as nib
+
+            img = nib.load(str(p))
+            dtype = np.dtype(img.get_data_dtype())
+            slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)
+            if slope not in (None, 1.0) or inter not in (None, 0.0):
+                return None  # scaled integers are intensities
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()
+            dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype)
+    except Exception:
+        return None
+    return dtype if np.issubdtype(dtype, np.integer) else None
+
+
 def _header_policy(policy: Optional[str]) -> str:
     chosen = policy or os.environ.get(ENV_HEADER_POLICY) or "strict"
     if chosen not in HEADER_POLICIES:

@@ -100,7 +100,7 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     from regkit.checks import check_has_contrast
     from regkit.errors import RegkitError
     from regkit.io.atomic import write_text
-    from regkit.io.images import load_image, load_label
+    from regkit.io.images import load_image, load_label, stored_integer_dtype
     from regkit.optimize import register
     from regkit.optimize.outputs import check_outputs, write_result
     from regkit.train.data import read_manifest
@@ -125,7 +125,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
                 raise
             raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
-        write_result(result, out / f"pair{n:03d}", labels, force=force)
+        write_result(result, out / f"pair{n:03d}", labels, force=force,
+                     labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
         rows.append({"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": result.log["total_seconds"]})
     if rows:
         lines = [",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]
