@@ -180,6 +180,11 @@ def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair
     assert len(loss) >= 2 and loss[-1] < loss[0]
     assert refined.transform.transforms[-1] is refined.affine
     assert not torch.allclose(refined.transform.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-2)
+    # the logs list the settings that ran: the prediction replaced the affine stage
+    from regkit.optimize.outputs import log_text
+
+    assert refined.log["config"]["affine"]["enabled"] is False and not any(lv["stage"] == "affine" for lv in refined.log["levels"])
+    assert "start: Compose" in log_text(refined.log)
 
 
 def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_paths):

@@ -117,7 +117,10 @@ def log_text(log: Dict) -> str:
     """A human-readable log: settings, one line per level, total time."""
     lines = ["regkit register", f"device: {log.get('device')}  threads: {log.get('threads')}  seed: {log.get('seed')}",
              f"fixed grid {log.get('fixed_shape')}  moving grid {log.get('moving_shape')}  working box {log.get('working_box')}",
-             "settings: " + json.dumps(log.get("config", {}), default=str), ""]
+             "settings: " + json.dumps(log.get("config", {}), default=str)]
+    if "initial_transform" in log:
+        lines.append(f"start: {log['initial_transform']} (given; no affine stage)")
+    lines.append("")
     for lv in log.get("levels", []):
         loss = lv.get("loss") or [float("nan")]
         extra = f" control {lv['control_grid']} @{lv['control_spacing_mm']:g}mm" if "control_grid" in lv else ""

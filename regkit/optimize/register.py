@@ -167,11 +167,13 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         initial_velocity, start = warm
         outer = affine = _float_copy(start).to(dev)
         log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
+        log["config"]["affine"]["enabled"] = False  # the start replaces the affine stage: do not log its settings as run
     elif initial_transform is not None and start_affine is None:
         outer = initial_transform.to(dev)
         for p in outer.parameters():
             p.requires_grad_(False)
         log["initial_transform"] = type(initial_transform).__name__
+        log["config"]["affine"]["enabled"] = False
         if isinstance(outer, Compose) and isinstance(outer.transforms[-1], AffineTransform):
             affine = outer.transforms[-1]  # e.g. a learned cascade's affine: written as affine.mat + warp.nii.gz
     else:
