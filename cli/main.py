@@ -58,8 +58,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# click's UsageError, or the copy that newer Typer versions vendor: the base of typer.BadParameter
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
-    app()
+    """Run the CLI. A usage error (mistyped option, missing argument) is one line on stderr,
+    exit 2, instead of Typer's boxed multi-line message."""
+    try:
+        code = app(standalone_mode=False, prog_name="regkit")
+    except USAGE_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:  # `regkit` alone: the help
+            e.show()
+            sys.exit(e.exit_code)
+        path = e.ctx.command_path
+        typer.echo(f"{path}: {e.format_message()} (see '{path} --help')", err=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C outside a command's own handling
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

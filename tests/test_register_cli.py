@@ -148,3 +148,32 @@ def test_warped_labels_keep_the_labels_file_type(registered, sample_paths, tmp_p
     before = np.asarray(nib.load(str(registered["out"] / "warped_labels.nii.gz")).dataobj)
     assert np.array_equal(np.asarray(warped.dataobj), before)
     assert np.asarray(nib.load(str(registered["out"] / "warped_labels.nii.gz")).dataobj).dtype == np.int16
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["register", "a.nii.gz", "b.nii.gz", "--outt", "x"], "regkit register: No such option: --outt (Possible options: --out) (see 'regkit register --help')"),
+    (["register", "a.nii.gz"], "regkit register: Missing option '--out' / '-o'. (see 'regkit register --help')"),
+    (["regster"], "regkit: No such command 'regster'."),  # Typer may add "Did you mean 'register'?"
+])
+def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, argv, expected):
+    """A mistyped option or a missing argument was Typer's five-line box; now one line, exit 2."""
+    from regkit.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["regkit", *argv])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(expected.rsplit(" (see", 1)[0]) and err.rstrip().endswith("--help')"), err
+
+
+def test_help_and_version_still_exit_0(monkeypatch, capsys):
+    from regkit.cli.main import main
+
+    for argv in (["register", "--help"], ["--version"]):
+        monkeypatch.setattr("sys.argv", ["regkit", *argv])
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "Usage: regkit register" in out and out.rstrip().splitlines()[-1].startswith("regkit ")
