@@ -83,6 +83,11 @@ def handle_errors(fn: F) -> F:
         except Exception as e:  # a bug: one line unless --debug
             if STATE["debug"]:
                 traceback.print_exc()
+            from regkit.resources import is_out_of_memory
+
+            if is_out_of_memory(e):  # torch's allocators raise RuntimeError, not MemoryError
+                fail("out of memory; try a coarser preset (--config fast), smaller images or --device cuda "
+                     f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})", 3)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             fail(f"internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)", 1)
 

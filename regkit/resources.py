@@ -204,6 +204,27 @@ def estimate_resample(output_shape: Sequence[int], channels: int = 1) -> int:
     return voxels(output_shape) * (RESAMPLE_BYTES_PER_VOXEL + 4 * (int(channels) - 1))
 
 
+def minimum_prediction_bytes(grid_shape: Sequence[int], channels: int = 1) -> int:
+    """A lower bound on the bytes a trained cascade needs to predict on its ``grid_shape``: the
+    grid's world points (3 float32), both images on it (``channels`` each) and the output field
+    (3). Not an estimate of the peak (the networks' activations come on top): it refuses a
+    checkpoint that cannot fit at all; a run that fails later is exit 3 through
+    :func:`is_out_of_memory`."""
+    return voxels(grid_shape) * 4 * (3 + 2 * int(channels) + 3)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a failed allocation: ``MemoryError``, torch's ``OutOfMemoryError``
+    (CUDA) or the ``RuntimeError`` its CPU allocator raises ("can't allocate memory")."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        k in text for k in ("can't allocate memory", "not enough memory", "out of memory", "failed to allocate"))
+
+
 def estimate_image_read(shape: Sequence[int], bytes_per_value: int) -> int:
     """Peak bytes of reading an image of ``shape`` stored with ``bytes_per_value``: the stored
     values twice (nibabel's read buffer and its array) and the float32 (or int32) result. A

@@ -361,3 +361,25 @@ def test_prediction_does_not_depend_on_field_of_view_or_position(pair):
     assert (base - x).norm(dim=-1).max() > 2.0  # not an identity map
     torch.testing.assert_close(padded, base, atol=2e-3, rtol=0)
     torch.testing.assert_close(moved, base + t.float(), atol=2e-3, rtol=0)
+
+
+def test_a_checkpoint_too_large_for_memory_is_exit_3_before_any_work(tmp_path, sample_paths):
+    """A checkpoint whose network grid cannot fit (here [4000]^3: terabytes for its points alone)
+    was 'internal error: RuntimeError ... can't allocate memory', exit 1. Now exit 3 naming the
+    checkpoint, before the images are read; and a failed torch allocation anywhere is exit 3."""
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+    from regkit.resources import is_out_of_memory
+
+    model = _model()
+    config = {**model.config.model_dump(mode="json"), "grid_shape": [4000, 4000, 4000]}
+    ckpt = write_checkpoint(tmp_path / "huge.safetensors", model_tensors(model), {"model_config": config})
+    r = CliRunner().invoke(app, ["register", str(sample_paths["moving"]), str(sample_paths["fixed"]),
+                                 "--out", str(tmp_path / "out"), "--model", str(ckpt)])
+    assert r.exit_code == 3 and str(ckpt) in r.output and "[4000, 4000, 4000]" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(10**15)  # 4 PB: more than any address space, so it fails whatever the overcommit setting
+    assert is_out_of_memory(info.value) and not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -153,6 +153,11 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
         config = ckpt.model_config
     except Exception as e:
         raise InputError(f"checkpoint's model_config is invalid: {str(e).splitlines()[0]}", path) from e
+    from regkit.resources import check_memory, minimum_prediction_bytes
+
+    check_memory(minimum_prediction_bytes(config.grid_shape, config.in_channels),
+                 f"predicting on its network grid {list(config.grid_shape)} ({config.grid_spacing_mm:g} mm)",
+                 hint="this checkpoint cannot predict on this machine", path=path)
     model = CascadeNet(config)
     load_model_state(model, ckpt, path)
     return model.to(device or "cpu").eval()
