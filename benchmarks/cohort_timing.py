@@ -1,0 +1,90 @@
+"""Whole-process time of a cohort: ``regkit register --pairs`` with the optimiser against the
+same command with a trained cascade and ``--refine``, on synth.py pairs, rounds interleaved.
+
+A pipeline that registers many pairs runs one process per cohort: the model is loaded once and
+the interpreter, torch and regkit are imported once, so what differs is the registration itself.
+Each round runs both commands back to back (the order alternates between rounds, so machine load
+hits both alike) and records the wall time of each whole process. Dice is scored afterwards on
+every pair's ``warped_labels.nii.gz`` (``--evaluate ../shared/bench/evaluate.py``; otherwise
+regkit's own mean Dice over the labels).
+
+    python benchmarks/cohort_timing.py runs/data/dev2mm --model runs/g36/best.safetensors --refine 40 \\
+        --rounds 3 --work /tmp/cohort [--evaluate ../shared/bench/evaluate.py]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def write_manifest(data: Path, path: Path) -> list:
+    pairs = sorted(p.name[: -len("_moving.nii.gz")] for p in data.glob("pair*_moving.nii.gz"))
+    rows = ["moving,fixed,moving_labels,fixed_labels"]
+    for pair in pairs:
+        rows.append(",".join(str((data / f"{pair}_{role}.nii.gz").resolve())
+                             for role in ("moving", "fixed", "moving_labels", "fixed_labels")))
+    path.write_text("\n".join(rows) + "\n")
+    return pairs
+
+
+def mean_dice(data: Path, pair: str, out: Path, evaluator) -> float:
+    warped = out / "warped_labels.nii.gz"
+    fixed = data / f"{pair}_fixed_labels.nii.gz"
+    if evaluator is not None:
+        q = subprocess.run([sys.executable, str(evaluator), "--fixed-labels", str(fixed), "--warped-labels", str(warped),
+                            "--field", str(out / "field.nii.gz")], capture_output=True, text=True, check=True)
+        return float(json.loads(q.stdout.strip().splitlines()[-1])["dice_mean"])
+    from regkit.io.images import load_label
+    from regkit.metrics import dice, summarize
+
+    return float(summarize(dice(load_label(fixed), load_label(warped))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path, help="a synth.py folder (pairNN_{moving,fixed}[_labels].nii.gz)")
+    ap.add_argument("--model", required=True, help="checkpoint of the cascade")
+    ap.add_argument("--refine", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
+    ap.add_argument("--evaluate", type=Path, default=None, help="the benchmark's evaluate.py (else regkit's Dice)")
+    a = ap.parse_args()
+
+    if a.work.exists():
+        shutil.rmtree(a.work)
+    a.work.mkdir(parents=True)
+    manifest = a.work / "pairs.csv"
+    pairs = write_manifest(a.data, manifest)
+    variants = {"optimiser": [], f"cascade+refine{a.refine}": ["--model", a.model, "--refine", str(a.refine)]}
+    names = list(variants)
+    seconds = {n: [] for n in names}
+    for r in range(a.rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out = a.work / f"round{r}" / name
+            cmd = ["regkit", "register", "--pairs", str(manifest), "--out", str(out), "--device", "cpu", "--no-progress",
+                   *variants[name]]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+            seconds[name].append(time.perf_counter() - t0)
+            print(f"round {r} {name}: {seconds[name][-1]:.1f} s", flush=True)
+    dice = {n: statistics.mean(mean_dice(a.data, p, a.work / "round0" / n / f"pair{i:03d}", a.evaluate)
+                               for i, p in enumerate(pairs, start=1)) for n in names}
+    diffs = [b - o for o, b in zip(seconds[names[0]], seconds[names[1]])]
+    print(f"\n{len(pairs)} pairs per process, {a.rounds} rounds, whole `regkit register --pairs` processes")
+    print("| | " + " | ".join(names) + " |\n|---|---|---|")
+    print(f"| Dice (mean over pairs{', evaluate.py' if a.evaluate else ''}) | " + " | ".join(f"{dice[n]:.4f}" for n in names) + " |")
+    print("| seconds per process, each round | " + " | ".join(", ".join(f"{s:.1f}" for s in seconds[n]) for n in names) + " |")
+    print("| seconds per pair (median round) | " + " | ".join(f"{statistics.median(seconds[n]) / len(pairs):.2f}" for n in names) + " |")
+    print(f"\n{names[1]} − {names[0]}, per round: " + ", ".join(f"{d:+.1f} s" for d in diffs)
+          + f"; median {statistics.median(diffs):+.1f} s per process ({statistics.median(diffs) / len(pairs):+.2f} s per pair), "
+          f"faster in {sum(d < 0 for d in diffs)} of {len(diffs)} rounds")
+
+
+if __name__ == "__main__":
+    main()
