@@ -10,6 +10,11 @@ regkit's own mean Dice over the labels).
 
     python benchmarks/cohort_timing.py runs/data/dev2mm --model runs/g36/best.safetensors --refine 40 \\
         --rounds 3 --work /tmp/cohort [--evaluate ../shared/bench/evaluate.py]
+    python benchmarks/cohort_timing.py --pool /tmp/cohort /tmp/cohort2    # per-pair times of earlier runs, pooled
+
+Besides the whole processes, each pair's registration time inside them (``cohort_rank0.csv``:
+the optimiser's call, or the prediction plus the refinement) is compared pair by pair within
+each round — the same measure as ``run_benchmark.py``'s "registration call".
 """
 from __future__ import annotations
 
@@ -46,7 +51,34 @@ def mean_dice(data: Path, pair: str, out: Path, evaluator) -> float:
     return float(summarize(dice(load_label(fixed), load_label(warped))))
 
 
+def per_pair_lines(works) -> list:
+    """Pair-by-pair registration seconds (``cohort_rank0.csv``) of every round of ``works``."""
+    import csv
+
+    diffs, seconds = [], {}
+    for work in works:
+        for round_dir in sorted(Path(work).glob("round*")):
+            rows = {v.name: {r["pair"]: float(r["seconds"]) for r in csv.DictReader((v / "cohort_rank0.csv").open())}
+                    for v in round_dir.iterdir() if (v / "cohort_rank0.csv").is_file()}
+            if len(rows) != 2:
+                continue
+            (first, a), (second, b) = sorted(rows.items(), key=lambda kv: kv[0] != "optimiser")
+            for pair in a:
+                diffs.append(b[pair] - a[pair])
+                seconds.setdefault(first, []).append(a[pair])
+                seconds.setdefault(second, []).append(b[pair])
+    if not diffs:
+        return ["no rounds with both variants found"]
+    (first, a), (second, b) = seconds.items()
+    return [f"registration per pair inside the processes ({len(diffs)} pairs): median {statistics.median(a):.2f} s "
+            f"({first}) vs {statistics.median(b):.2f} s ({second}), summed {sum(a):.1f} vs {sum(b):.1f} s; "
+            f"{second} − {first} per pair: median {statistics.median(diffs):+.2f} s, faster on {sum(d < 0 for d in diffs)} of {len(diffs)}"]
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--pool"]:
+        print("\n".join(per_pair_lines(sys.argv[2:])))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="a synth.py folder (pairNN_{moving,fixed}[_labels].nii.gz)")
     ap.add_argument("--model", required=True, help="checkpoint of the cascade")
@@ -84,6 +116,8 @@ def main() -> None:
     print(f"\n{names[1]} − {names[0]}, per round: " + ", ".join(f"{d:+.1f} s" for d in diffs)
           + f"; median {statistics.median(diffs):+.1f} s per process ({statistics.median(diffs) / len(pairs):+.2f} s per pair), "
           f"faster in {sum(d < 0 for d in diffs)} of {len(diffs)} rounds")
+    print("\n".join(per_pair_lines([a.work])))
+    (a.work / "timings.json").write_text(json.dumps({"seconds_per_process": seconds, "dice": dice}, indent=1))
 
 
 if __name__ == "__main__":
