@@ -76,17 +76,20 @@ def per_pair_lines(works) -> list:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--pool"]:
-        print("\n".join(per_pair_lines(sys.argv[2:])))
-        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", type=Path, help="a synth.py folder (pairNN_{moving,fixed}[_labels].nii.gz)")
-    ap.add_argument("--model", required=True, help="checkpoint of the cascade")
+    ap.add_argument("data", type=Path, nargs="?", help="a synth.py folder (pairNN_{moving,fixed}[_labels].nii.gz)")
+    ap.add_argument("--pool", type=Path, nargs="+", help="only pool the per-pair times of earlier --work folders")
+    ap.add_argument("--model", help="checkpoint of the cascade")
     ap.add_argument("--refine", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
+    ap.add_argument("--work", type=Path, help="scratch folder (replaced)")
     ap.add_argument("--evaluate", type=Path, default=None, help="the benchmark's evaluate.py (else regkit's Dice)")
     a = ap.parse_args()
+    if a.pool:
+        print("\n".join(per_pair_lines(a.pool)))
+        return
+    if a.data is None or a.model is None or a.work is None:
+        ap.error("DATA, --model and --work are needed (or --pool)")
 
     if a.work.exists():
         shutil.rmtree(a.work)

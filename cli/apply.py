@@ -125,32 +125,23 @@ def integer_file(path: Path):
     label map candidate), else None. Scaled NIfTI integers (scl_slope/scl_inter) are intensities."""
     import numpy as np
 
-    from regkit.io.images import check_input_file
+    from regkit.io.images import NIBABEL_SUFFIXES, check_input_file, stored_integer_dtype
 
     p = check_input_file(path)
-    name = p.name.lower()
-    if name.endswith((".nii", ".nii.gz", ".mgz", ".mgh")):
-        import nibabel as nib
+    dtype = stored_integer_dtype(p)  # None for floats, scaled integers and unreadable files
+    if dtype is None:
+        return None  # load_image reports an unreadable file with its own message
+    try:
+        if p.name.lower().endswith(NIBABEL_SUFFIXES):
+            import nibabel as nib
 
-        try:
-            img = nib.load(str(p))
-        except Exception:
-            return None  # load_image reports the error with its own message
-        dtype = np.dtype(img.get_data_dtype())
-        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
-        if not np.issubdtype(dtype, np.integer) or slope != 1.0 or inter != 0.0:
-            return None
-        values = np.asarray(img.dataobj)
-    else:
-        import SimpleITK as sitk
+            values = np.asarray(nib.load(str(p)).dataobj)
+        else:
+            import SimpleITK as sitk
 
-        try:
             values = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
-        except Exception:
-            return None
-        dtype = values.dtype
-        if not np.issubdtype(dtype, np.integer):
-            return None
+    except Exception:
+        return None
     return dtype, int(np.unique(values).size)
 
 

@@ -76,19 +76,15 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("regkit: interrupted; no partial output was kept", err=True)
             raise typer.Exit(130)
-        except MemoryError:
-            if STATE["debug"]:
-                traceback.print_exc()
-            fail("out of memory; try a coarser preset (--config fast) or --device cuda", 3)
-        except Exception as e:  # a bug: one line unless --debug
+        except Exception as e:  # MemoryError and torch's allocation errors: exit 3; anything else is a bug
             if STATE["debug"]:
                 traceback.print_exc()
             from regkit.resources import is_out_of_memory
 
-            if is_out_of_memory(e):  # torch's allocators raise RuntimeError, not MemoryError
-                fail("out of memory; try a coarser preset (--config fast), smaller images or --device cuda "
-                     f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})", 3)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if is_out_of_memory(e):
+                fail("out of memory; try a coarser preset (--config fast), smaller images or --device cuda"
+                     + (f" ({msg[:120]})" if msg else ""), 3)
             fail(f"internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)", 1)
 
     return wrapper  # type: ignore[return-value]

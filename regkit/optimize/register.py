@@ -167,13 +167,11 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         initial_velocity, start = warm
         outer = affine = _float_copy(start).to(dev)
         log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
-        log["config"]["affine"]["enabled"] = False  # the start replaces the affine stage: do not log its settings as run
     elif initial_transform is not None and start_affine is None:
         outer = initial_transform.to(dev)
         for p in outer.parameters():
             p.requires_grad_(False)
         log["initial_transform"] = type(initial_transform).__name__
-        log["config"]["affine"]["enabled"] = False
         if isinstance(outer, Compose) and isinstance(outer.transforms[-1], AffineTransform):
             affine = outer.transforms[-1]  # e.g. a learned cascade's affine: written as affine.mat + warp.nii.gz
     else:
@@ -188,6 +186,9 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
             log["levels"].extend(logs)
             _check_overlap(aff_levels[-1], aff)
         outer = affine = aff.to(dev)
+
+    if "initial_transform" in log:  # the given start replaced the affine stage: do not log its settings as run
+        log["config"]["affine"]["enabled"] = False
 
     # --- deformable stage
     transform: Transform = outer
