@@ -28,6 +28,8 @@ Examples:
 
   regkit apply reg0GenericAffine.mat fixed.nii.gz -r moving.nii.gz -o fixed_in_moving.nii.gz --inverse
 
+  regkit apply out/transform.regkit.safetensors ct.nii.gz -r fixed_ct.nii.gz -o warped_ct.nii.gz --default-value -1000
+
   regkit apply out/transform.regkit.safetensors --points fixed_landmarks.csv --points-out in_moving.csv
 
   regkit apply reg1Warp.nii.gz reg0GenericAffine.mat --points ants_points.csv --lps --points-out mapped.csv
@@ -51,6 +53,7 @@ def add_to(app: typer.Typer) -> None:
         points: Optional[Path] = typer.Option(None, "--points", help="CSV of points (x,y,z world mm) to map instead of an image."),
         points_out: Optional[Path] = typer.Option(None, "--points-out", help="Output CSV for --points."),
         lps: bool = typer.Option(False, "--lps", help="--points/--points-out hold LPS coordinates (ANTs/ITK CSVs), not RAS."),
+        default_value: float = typer.Option(0.0, "--default-value", "-f", help="Value where MOVING does not reach (as antsApplyTransforms -f; default 0; CT: e.g. -1000). Label maps get 0."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     ) -> None:
         from regkit.errors import InputError
@@ -68,7 +71,7 @@ def add_to(app: typer.Typer) -> None:
             raise InputError("give at least one TRANSFORM and the MOVING image (or --points CSV)")
         if reference is None or output is None:
             raise InputError("resampling an image needs --reference FIXED and -o OUTPUT")
-        _apply_to_image(inputs[:-1], inputs[-1], reference, output, interp, inverse, force)
+        _apply_to_image(inputs[:-1], inputs[-1], reference, output, interp, inverse, force, default_value)
 
 
 def load_chain(paths: List[Path], inverse: bool):
@@ -88,7 +91,7 @@ def load_chain(paths: List[Path], inverse: bool):
 
 
 def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_path: Path, output: Path,
-                    interp: Optional[str], inverse: bool, force: bool) -> None:
+                    interp: Optional[str], inverse: bool, force: bool, default_value: float = 0.0) -> None:
     import torch
 
     from regkit.io.atomic import check_writable
@@ -115,7 +118,7 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
                            f"resampling onto the {'x'.join(map(str, reference.shape))} grid",
                            hint="use a coarser reference grid", path=reference_path)
     with torch.no_grad():
-        warped = resample(moving, chain, reference, mode=mode)
+        warped = resample(moving, chain, reference, mode=mode, default_value=default_value)
     save_image(warped, output, force=force, dtype=integer[0] if is_label else None)
     typer.echo(f"wrote {output}")
 

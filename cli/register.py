@@ -33,7 +33,7 @@ Examples:
 
   regkit register t2.nii.gz t1.nii.gz --out result/ --metric mi --config accurate
 
-  regkit register ct_a.nii.gz ct_b.nii.gz --out result/ --config ct --device cuda --force
+  regkit register ct_a.nii.gz ct_b.nii.gz --out result/ --config ct --default-value -1000 --device cuda --force
 
   regkit register moving.nii.gz fixed.nii.gz --out result/ --config my_settings.yaml --seed 1
 
@@ -72,6 +72,7 @@ def add_to(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, "--model", help="Trained cascade checkpoint (regkit train): start from its prediction."),
         refine: int = typer.Option(0, "--refine", min=0, help="With --model: optimiser iterations after the prediction."),
         pairs: Optional[Path] = typer.Option(None, "--pairs", help="Manifest of pairs (CSV/JSON) to register into DIR/pairNNN/."),
+        default_value: float = typer.Option(0.0, "--default-value", help="warped.nii.gz's value where the moving image does not reach (ITK/ANTs: 0; CT: e.g. -1000). Labels get 0."),
     ) -> None:
         from regkit.errors import InputError
 
@@ -89,7 +90,8 @@ def add_to(app: typer.Typer) -> None:
             from regkit.cli.common import resolve_device
             from regkit.nn.register import register_cohort
 
-            rows = register_cohort(pairs, out, model, refine, config, metric, resolve_device(device), force)
+            rows = register_cohort(pairs, out, model, refine, config, metric, resolve_device(device), force,
+                                   default_value=default_value)
             typer.echo(f"regkit register: {len(rows)} pair(s) registered into {out}", err=True)
             return
         if moving is None or fixed is None:
@@ -101,13 +103,14 @@ def add_to(app: typer.Typer) -> None:
 
             start, settings = model_start(model, refine, config, metric, resolve_device(device))
         run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=settings, device=device, seed=seed,
-            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, start=start)
+            fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, start=start,
+            default_value=default_value)
 
 
 def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = None, metric: Optional[str] = None,
         config: str = "default", device: str = "auto", seed: Optional[int] = None, fixed_mask: Optional[Path] = None,
         moving_mask: Optional[Path] = None, qc: bool = False, progress: bool = True, force: bool = False,
-        initial_transform=None, start=None) -> None:
+        initial_transform=None, start=None, default_value: float = 0.0) -> None:
     """The body of ``regkit register`` (kept callable so other options, e.g. a learned start, reuse it).
 
     ``start(moving, fixed)``, when given, computes the initial transform from the images read here
@@ -147,6 +150,9 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         raise InputError(f"{moving} -> {fixed}: {e}") from e
     if predict_seconds is not None:  # the optimiser's register_seconds does not include it
         result.log["predict_seconds"] = round(predict_seconds, 3)
+    if default_value != 0:  # the warped image again, with this value outside the moving image
+        result.warped = result.apply(moving_img, default_value=default_value)
+        result.log["default_value"] = default_value
     t_write = time.perf_counter()
     with atomic_group(out):  # the QC files appear with the others, or nothing does
         written = write_result(result, out, labels, force=force,

@@ -14,15 +14,18 @@ from regkit.transforms.base import SLAB_VOXELS, Transform
 MODES = {"linear": "bilinear", "bilinear": "bilinear", "trilinear": "bilinear", "nearest": "nearest"}
 
 
-def warp(volume: Tensor, volume_affine, points: Tensor, mode: str = "linear", padding_mode: str = "zeros") -> Tensor:
+def warp(volume: Tensor, volume_affine, points: Tensor, mode: str = "linear", padding_mode: str = "zeros",
+         default_value: float = 0.0) -> Tensor:
     """Sample ``volume`` ``(N, C, X, Y, Z)`` (grid ``volume_affine``) at world points.
 
     Args:
         points: ``(N, X', Y', Z', 3)`` or ``(X', Y', Z', 3)`` world mm (RAS), e.g. a transform
             applied to the reference grid's world coordinates.
         mode: ``"linear"`` (trilinear) or ``"nearest"``.
-        padding_mode: ``"zeros"`` (0 beyond half a voxel outside the grid, as ITK) or
-            ``"border"`` (nearest border value everywhere outside).
+        padding_mode: ``"zeros"`` (``default_value`` beyond half a voxel outside the grid, as
+            ITK's ``defaultPixelValue``) or ``"border"`` (nearest border value everywhere outside).
+        default_value: the value of points outside the volume with ``padding_mode="zeros"``
+            (ITK/ANTs/elastix default 0; e.g. -1000 HU for CT).
     Returns:
         ``(N, C, X', Y', Z')``. Differentiable with respect to ``volume`` and ``points``.
     """
@@ -34,18 +37,25 @@ def warp(volume: Tensor, volume_affine, points: Tensor, mode: str = "linear", pa
     # ITK's convention (so results equal SimpleITK's Resample): a point within half a voxel
     # outside the grid takes the border value; further out it gets 0.
     out = space.sample(volume, grid, mode=MODES[mode], padding_mode="border")
-    return out * space.inside_mask(grid, volume.shape[2:])[:, None].to(out.dtype)
+    inside = space.inside_mask(grid, volume.shape[2:])[:, None]
+    if default_value == 0:
+        return out * inside.to(out.dtype)
+    return torch.where(inside, out, torch.as_tensor(default_value, dtype=out.dtype, device=out.device))
 
 
 def resample(image: Image, transform: Optional[Transform], reference: Image, mode: Optional[str] = None,
-             padding_mode: str = "zeros", dtype=torch.float32) -> Image:
+             padding_mode: str = "zeros", dtype=torch.float32, default_value: float = 0.0) -> Image:
     """Resample ``image`` (moving) on the grid of ``reference`` (fixed) through ``transform``.
 
     ``transform`` maps reference (fixed) world points to ``image`` (moving) world points;
     ``None`` means identity (physical-space resampling). ``mode`` defaults to ``"nearest"`` for
     label images and ``"linear"`` otherwise. Label images come back with their integer dtype.
+    ``default_value``: the value where a point falls outside ``image`` (ITK's
+    ``defaultPixelValue``, ANTs' ``--default-value``; e.g. -1000 HU for CT); label images
+    resampled with nearest neighbour always get 0 (background) there.
     """
     mode = mode or ("nearest" if image.is_label else "linear")
+    fill = 0.0 if image.is_label and mode == "nearest" else float(default_value)
     volume = image.data[None].to(dtype)
     values = _label_values(image, mode, dtype)
     if values is not None:  # resample each voxel's index into ``values`` instead of the value itself
@@ -55,14 +65,14 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
     if needs_grad:
         x = space.world_grid(reference.affine, reference.shape, device=image.device, dtype=dtype)
         y = x if transform is None else transform(x)
-        out = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode)[0]
+        out = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode, default_value=fill)[0]
     else:  # a slab of the reference at a time: large grids never hold full-size coordinates
         out = volume.new_empty(image.channels, *reference.shape)
         with torch.no_grad():
             for start, stop, sub in space.slabs(reference.affine, reference.shape, SLAB_VOXELS):
                 x = space.world_grid(sub, (stop - start, *reference.shape[1:]), device=image.device, dtype=dtype)
                 y = x if transform is None else transform(x)
-                out[:, start:stop] = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode)[0]
+                out[:, start:stop] = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode, default_value=fill)[0]
     if values is not None:  # index 0 is "outside": background 0
         out = torch.cat([values.new_zeros(1), values])[torch.round(out).long()]
     elif image.is_label:

@@ -76,8 +76,9 @@ def _field_sitk(tmp_path):
     return sitk.DisplacementFieldTransform(sitk.Cast(sitk.ReadImage(str(tmp_path / "sitk1Warp.nii.gz")), sitk.sitkVectorFloat64))
 
 
-def _sitk_resample(tmp_path, name, transform, interp=sitk.sitkLinear) -> np.ndarray:
-    out = sitk.Resample(sitk.ReadImage(str(tmp_path / name)), sitk.ReadImage(str(tmp_path / "fixed.nii.gz")), transform, interp, 0.0)
+def _sitk_resample(tmp_path, name, transform, interp=sitk.sitkLinear, default_value=0.0) -> np.ndarray:
+    out = sitk.Resample(sitk.ReadImage(str(tmp_path / name)), sitk.ReadImage(str(tmp_path / "fixed.nii.gz")), transform, interp,
+                        default_value)
     return np.moveaxis(sitk.GetArrayFromImage(out), [0, 1, 2], [2, 1, 0])
 
 
@@ -112,6 +113,25 @@ def test_simpleitk_field_and_chain_give_simpleitk_result(pair):
     ours = load_image(pair / "c.nii.gz").numpy()
     assert np.abs(ours - theirs).max() < 1e-4 * 100
     assert np.abs(ours - _sitk_resample(pair, "moving.nii.gz", sitk.CompositeTransform([field_tx, _affine_sitk()]))).max() > 1.0
+
+
+def test_default_value_outside_moving_is_simpleitks(pair):
+    """--default-value (antsApplyTransforms -f, ITK's defaultPixelValue): where MOVING does not
+    reach, e.g. air for CT instead of 0 HU; label maps keep 0 there."""
+    tx = _affine_sitk()
+    tx.SetTranslation([6.0, -2.0, 0.7])  # part of the fixed grid now maps outside the moving image
+    sitk.WriteTransform(tx, str(pair / "far.mat"))
+    r = _run(pair / "far.mat", pair / "moving.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "ct.nii.gz", "--default-value", -1000)
+    assert r.exit_code == 0, r.output
+    ours = load_image(pair / "ct.nii.gz").numpy()
+    theirs = _sitk_resample(pair, "moving.nii.gz", tx, default_value=-1000.0)
+    assert np.count_nonzero(theirs == -1000.0) > 50 and np.count_nonzero(theirs > 1.0) > 50
+    assert np.array_equal(ours == -1000.0, theirs == -1000.0)
+    assert np.abs(ours - theirs).max() < 1e-4 * 100
+    r = _run(pair / "far.mat", pair / "labels.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "lab.nii.gz", "-f", -1000)
+    assert r.exit_code == 0, r.output
+    labels = load_image(pair / "lab.nii.gz", is_label=True).numpy()
+    assert labels.min() == 0 and np.all(labels[theirs == -1000.0] == 0)
 
 
 def test_labels_auto_nearest_keep_dtype(pair):

@@ -150,6 +150,31 @@ def test_warped_labels_keep_the_labels_file_type(registered, sample_paths, tmp_p
     assert np.asarray(nib.load(str(registered["out"] / "warped_labels.nii.gz")).dataobj).dtype == np.int16
 
 
+def test_default_value_fills_where_the_moving_image_does_not_reach(registered, sample_paths, tmp_path):
+    """--default-value: warped.nii.gz holds it where the (cropped) moving image does not reach,
+    as `regkit apply -f` gives from the written transform; the labels keep 0 there."""
+    src = nib.load(str(sample_paths["moving"]))
+    cropped = tmp_path / "moving_cropped.nii.gz"
+    nib.save(src.slicer[:, :, : src.shape[2] // 2], str(cropped))
+    labels = nib.load(str(sample_paths["moving_labels"]))
+    cropped_labels = tmp_path / "labels_cropped.nii.gz"
+    nib.save(labels.slicer[:, :, : labels.shape[2] // 2], str(cropped_labels))
+    out = tmp_path / "out"
+    r = invoke("register", cropped, sample_paths["fixed"], "--out", out, "--moving-labels", cropped_labels,
+               "--config", registered["cfg"], "--seed", 1, "--no-progress", "--default-value", -7)
+    assert r.exit_code == 0, r.output
+    warped = np.asarray(nib.load(str(out / "warped.nii.gz")).dataobj)
+    outside = warped == -7
+    assert outside.sum() > 0.2 * warped.size and (warped > 0).sum() > 0.2 * warped.size
+    assert np.all(np.asarray(nib.load(str(out / "warped_labels.nii.gz")).dataobj)[outside] == 0)
+    again = tmp_path / "again.nii.gz"
+    r = invoke("apply", out / "transform.regkit.safetensors", cropped, "-r", sample_paths["fixed"], "-o", again, "-f", -7)
+    assert r.exit_code == 0, r.output
+    a = np.asarray(nib.load(str(again)).dataobj)
+    assert np.array_equal(a == -7, outside) and np.abs(a - warped).max() < 1e-3 * np.abs(warped).max()
+    assert json.loads((out / "log.json").read_text())["default_value"] == -7
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["register", "a.nii.gz", "b.nii.gz", "--outt", "x"], "regkit register: No such option: --outt (Possible options: --out) (see 'regkit register --help')"),
     (["register", "a.nii.gz"], "regkit register: Missing option '--out' / '-o'. (see 'regkit register --help')"),

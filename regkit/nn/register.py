@@ -89,13 +89,15 @@ def model_start(model: Union[PathLike, torch.nn.Module], refine: int = 0, config
 
 
 def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathLike] = None, refine: int = 0, config=None,
-                    metric: Optional[str] = None, device: Optional[str] = None, force: bool = False) -> List[Dict[str, object]]:
+                    metric: Optional[str] = None, device: Optional[str] = None, force: bool = False,
+                    default_value: float = 0.0) -> List[Dict[str, object]]:
     """Register every pair of a manifest (CSV/JSON as for training): with a cascade (``model``,
     plus ``refine`` optimiser iterations) or, without one, by the optimiser alone (``config``).
 
     Pair ``n`` (1-based, manifest order) goes to ``out_dir/pairNNN/`` with the files of
     ``regkit register --out``. Under torchrun each rank takes every WORLD_SIZE-th pair (checking
     its own outputs before any work) and writes ``out_dir/cohort_rank<R>.csv``.
+    ``default_value``: the warped images' value where the moving image does not reach.
     """
     from regkit.checks import check_has_contrast
     from regkit.errors import RegkitError
@@ -124,6 +126,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
             if e.path is not None:
                 raise
             raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
+        if default_value != 0:
+            result.warped = result.apply(moving, default_value=default_value)
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
         write_result(result, out / f"pair{n:03d}", labels, force=force,
                      labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)

@@ -48,12 +48,12 @@ class RegistrationResult:
     affine: Optional[Transform] = None
     field: Optional[DisplacementField] = None
 
-    def apply(self, image: Image, mode: Optional[str] = None) -> Image:
+    def apply(self, image: Image, mode: Optional[str] = None, default_value: float = 0.0) -> Image:
         """Resample ``image`` (in moving space) on the fixed grid; ``mode`` defaults to nearest
-        for label images and linear otherwise."""
+        for label images and linear otherwise; ``default_value`` outside ``image`` (not for labels)."""
         transform = self.field if self.field is not None else self.transform
         with torch.no_grad():
-            return resample(image, transform.to(image.device), self.reference, mode=mode)
+            return resample(image, transform.to(image.device), self.reference, mode=mode, default_value=default_value)
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
