@@ -20,6 +20,13 @@ from regkit.pyramid import Grid, coarsened_image, cropped_grid, grid_of_image, i
 from regkit.resample import warp
 
 
+EDGE_MARGIN_VOXELS = 3.0
+"""Moving-copy voxels at the edge of the moving image left out of the similarity (without a
+moving mask): 2 for the half-width of the LNCC window (5 voxels) and 1 for the interpolation
+with the padding. Measured on a truncated CT: 0 voxels left the field 4.7 mm off near the edge,
+3 voxels 0.55 mm (the error far from the edge: 0.57 mm)."""
+
+
 @dataclass
 class Level:
     """Tensors of one level (all ``(1, C, X, Y, Z)``; world coordinates in mm, RAS).
@@ -51,10 +58,31 @@ class Level:
 
     def sample_moving(self, grid: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Like :meth:`warp_moving` from grid_sample coordinates ``(1, X, Y, Z, 3)`` of the moving
-        copy; outside it the moving image is 0 (the optimiser's fast path, no inside test)."""
+        copy, plus the similarity weight: the fixed mask × the warped moving mask; without a
+        moving mask, 0 where a point falls outside the moving image or within
+        :data:`EDGE_MARGIN_VOXELS` of its edge.
+
+        Beyond the moving image's field of view there is no image, only padding: a moving image
+        that stops inside the fixed one (a truncated CT) was matched to that artificial edge, and
+        the field near it was off by 4.7 mm on average (0.55 mm with this weight; a rigidly moved
+        real CT cropped to 90 of 112 slices). When every point is well inside (the usual brain
+        pair) the weight is the fixed mask alone, exactly as without the test; when none is, too
+        (nothing else to compare)."""
         warped = space.sample(self.moving, grid, padding_mode="zeros")
         if self.moving_mask is None:
-            return warped, self.mask
+            sizes = torch.tensor([float(n) for n in self.moving.shape[2:]][::-1], device=grid.device, dtype=grid.dtype)
+            span = torch.clamp(sizes - 1.0, min=1.0)
+            margin = torch.minimum(torch.full_like(span, EDGE_MARGIN_VOXELS), span / 4)  # small images keep half
+            limit = 1.0 - 2.0 * margin / span
+            g = grid.detach()
+            low, high = torch.aminmax(g.reshape(-1, 3), dim=0)  # two reductions: the usual all-inside case stops here
+            if bool((torch.maximum(-low, high) <= limit).all()):
+                return warped, self.mask
+            inside = (g.abs() <= limit).all(dim=-1)
+            if not bool(inside.any()):
+                return warped, self.mask
+            m = inside[:, None].to(warped.dtype)
+            return warped, m if self.mask is None else m * self.mask
         m = space.sample(self.moving_mask, grid, padding_mode="zeros")
         return warped, m if self.mask is None else m * self.mask
 
