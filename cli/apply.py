@@ -53,7 +53,7 @@ def add_to(app: typer.Typer) -> None:
         points: Optional[Path] = typer.Option(None, "--points", help="CSV of points (x,y,z world mm) to map instead of an image."),
         points_out: Optional[Path] = typer.Option(None, "--points-out", help="Output CSV for --points."),
         lps: bool = typer.Option(False, "--lps", help="--points/--points-out hold LPS coordinates (ANTs/ITK CSVs), not RAS."),
-        default_value: float = typer.Option(0.0, "--default-value", "-f", help="Value where MOVING does not reach (as antsApplyTransforms -f; default 0; CT: e.g. -1000). Label maps get 0."),
+        default_value: float = typer.Option(0.0, "--default-value", "-f", help="Value where MOVING does not reach (as antsApplyTransforms -f; default 0; CT: e.g. -1000). Label maps (detected, or --interp nearest on a file with few values) get 0."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     ) -> None:
         from regkit.errors import InputError
@@ -110,15 +110,22 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
             integer = None
         else:
             typer.echo(f"{moving_path}: integer label map ({n} values) -> nearest neighbour (pass --interp linear to override)", err=True)
+    label_map = integer is not None and (interp is None or integer[1] <= (MAX_LABELS_8BIT if integer[0].itemsize == 1 else MAX_LABELS))
     is_label = integer is not None  # nearest on an integer file keeps its integer type
     mode = interp or ("nearest" if is_label else "linear")
+    if not label_map:  # an intensity image (e.g. int16 HU), also with --interp nearest: the value given
+        fill = default_value
+    else:  # a label map: background outside
+        fill = 0.0
+        if default_value != 0:
+            typer.echo(f"{moving_path}: label map -> 0 (background) where it does not reach; --default-value applies to intensity images", err=True)
     moving = load_image(moving_path, is_label=is_label)
     reference = load_image(reference_path)
     resources.check_memory(resources.estimate_resample(reference.shape, moving.channels),
                            f"resampling onto the {'x'.join(map(str, reference.shape))} grid",
                            hint="use a coarser reference grid", path=reference_path)
     with torch.no_grad():
-        warped = resample(moving, chain, reference, mode=mode, default_value=default_value)
+        warped = resample(moving, chain, reference, mode=mode, default_value=fill)
     save_image(warped, output, force=force, dtype=integer[0] if is_label else None)
     typer.echo(f"wrote {output}")
 

@@ -51,13 +51,13 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
     ``None`` means identity (physical-space resampling). ``mode`` defaults to ``"nearest"`` for
     label images and ``"linear"`` otherwise. Label images come back with their integer dtype.
     ``default_value``: the value where a point falls outside ``image`` (ITK's
-    ``defaultPixelValue``, ANTs' ``--default-value``; e.g. -1000 HU for CT); label images
-    resampled with nearest neighbour always get 0 (background) there.
+    ``defaultPixelValue``, ANTs' ``--default-value``; e.g. -1000 HU for CT; pass 0, the
+    default, for label maps: background).
     """
     mode = mode or ("nearest" if image.is_label else "linear")
-    fill = 0.0 if image.is_label and mode == "nearest" else float(default_value)
     volume = image.data[None].to(dtype)
     values = _label_values(image, mode, dtype)
+    fill = 0.0 if values is not None else float(default_value)  # index 0 is "outside" there
     if values is not None:  # resample each voxel's index into ``values`` instead of the value itself
         volume = (torch.searchsorted(values, image.data.contiguous()) + 1)[None].to(dtype)
     needs_grad = torch.is_grad_enabled() and (volume.requires_grad or (

@@ -132,6 +132,22 @@ def test_default_value_outside_moving_is_simpleitks(pair):
     assert r.exit_code == 0, r.output
     labels = load_image(pair / "lab.nii.gz", is_label=True).numpy()
     assert labels.min() == 0 and np.all(labels[theirs == -1000.0] == 0)
+    # an int16 CT (thousands of values) resampled with --interp nearest is still an intensity
+    # image: -1000 where it does not reach, as SimpleITK's nearest neighbour gives (was 0)
+    import nibabel as nib
+
+    src = nib.load(str(pair / "moving.nii.gz"))
+    noise = np.random.default_rng(1).normal(0.0, 100.0, src.shape)
+    hu = np.round(np.asarray(src.dataobj) * 40.0 - 1000.0 + noise).astype(np.int16)
+    assert len(np.unique(hu)) > 1000
+    nib.save(nib.Nifti1Image(hu, src.affine), str(pair / "hu.nii.gz"))
+    r = _run(pair / "far.mat", pair / "hu.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "hu_nn.nii.gz", "--interp", "nearest", "-f", -1000)
+    assert r.exit_code == 0, r.output
+    out = nib.load(str(pair / "hu_nn.nii.gz"))
+    assert out.get_data_dtype() == np.int16
+    theirs = _sitk_resample(pair, "hu.nii.gz", tx, sitk.sitkNearestNeighbor, default_value=-1000.0)
+    ours = np.asarray(out.dataobj)
+    assert np.array_equal(ours == -1000, theirs == -1000) and np.count_nonzero(ours == -1000) > 50
 
 
 def test_labels_auto_nearest_keep_dtype(pair):
