@@ -78,10 +78,9 @@ def load_chain(paths: List[Path], inverse: bool):
     """The transforms of ``paths`` as one Compose (first acts first), inverted if asked
     (:func:`regkit.inverse.invert`; the fixed-point residual of displacement parts is printed)."""
     from regkit.inverse import invert
-    from regkit.io.transform_files import read_transform
-    from regkit.transforms import Compose
+    from regkit.io.transform_files import read_transform_chain
 
-    chain = Compose(*[read_transform(p) for p in paths])
+    chain = read_transform_chain(paths)
     if not inverse:
         return chain
     result = invert(chain)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -44,7 +44,7 @@ def add_to(app: typer.Typer) -> None:
         field: Optional[Path] = typer.Option(None, "--field", help="Transform/displacement file whose Jacobian is scored."),
         landmarks_fixed: Optional[Path] = typer.Option(None, "--landmarks-fixed", help="CSV of fixed-space landmarks (world mm)."),
         landmarks_moving: Optional[Path] = typer.Option(None, "--landmarks-moving", help="CSV of the corresponding moving-space landmarks."),
-        transform: Optional[Path] = typer.Option(None, "--transform", "-t", help="Transform file (fixed -> moving) mapping the landmarks."),
+        transform: Optional[List[Path]] = typer.Option(None, "--transform", "-t", help="Transform file (fixed -> moving) mapping the landmarks; repeat for a chain in antsApplyTransforms' order (-t warp.nii.gz -t affine.mat)."),
         lps: bool = typer.Option(False, "--lps", help="Landmark CSVs hold LPS coordinates (ITK/ANTs) instead of RAS."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON here."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
@@ -53,7 +53,7 @@ def add_to(app: typer.Typer) -> None:
         from regkit.errors import InputError
         from regkit.io.atomic import check_writable, json_text, write_text
         from regkit.io.images import load_label
-        from regkit.io.transform_files import read_transform
+        from regkit.io.transform_files import read_transform, read_transform_chain
         from regkit.transforms import DisplacementField
 
         if (fixed_labels is None) != (warped_labels is None):
@@ -62,7 +62,7 @@ def add_to(app: typer.Typer) -> None:
             raise InputError("--landmarks-fixed and --landmarks-moving go together")
         if fixed_labels is None and field is None and landmarks_fixed is None:
             raise InputError("nothing to evaluate: give labels, --field or landmarks (see --help)")
-        if transform is not None and landmarks_fixed is None:
+        if transform and landmarks_fixed is None:
             raise InputError("--transform maps landmarks; give --landmarks-fixed and --landmarks-moving too")
         if json_out is not None:
             check_writable(json_out, force)
@@ -81,7 +81,7 @@ def add_to(app: typer.Typer) -> None:
             raise InputError("is not a displacement field: its Jacobian needs a grid, so give --fixed-labels "
                              "and --warped-labels too (or the field.nii.gz of the result)", field)
         numbers = metrics.evaluate(fl, wl, forward, landmarks,
-                                   read_transform(transform) if transform is not None else None)
+                                   read_transform_chain(transform) if transform else None)
         typer.echo(format_table(numbers))
         if json_out is not None:
             write_text(json_out, json_text(numbers) + "\n", force=force)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -34,7 +34,7 @@ def add_to(app: typer.Typer) -> None:
     def qc(
         fixed: Path = typer.Option(..., "--fixed", help="Fixed image (the report's grid)."),
         moving: Path = typer.Option(..., "--moving", help="Moving image."),
-        transform: Path = typer.Option(..., "--transform", "-t", help="Transform file, fixed -> moving."),
+        transform: List[Path] = typer.Option(..., "--transform", "-t", help="Transform file, fixed -> moving; repeat for a chain in antsApplyTransforms' order (-t warp.nii.gz -t affine.mat)."),
         out_dir: Path = typer.Option(..., "--output", "-o", help="Report folder (created if needed)."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Fixed label map: contours, and Jacobian numbers inside labels > 0."),
         moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Moving label map: adds Dice before/after (needs --labels)."),
@@ -42,7 +42,7 @@ def add_to(app: typer.Typer) -> None:
     ) -> None:
         from regkit.errors import InputError
         from regkit.io.images import load_image, load_label
-        from regkit.io.transform_files import read_transform
+        from regkit.io.transform_files import read_transform_chain
         from regkit.report import summary_line, write_qc
 
         if moving_labels is not None and labels is None:
@@ -54,7 +54,7 @@ def add_to(app: typer.Typer) -> None:
             if not fixed_labels.same_grid(fixed_image):
                 raise InputError(f"is not on the grid of {fixed}", labels)
             label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
-        result = write_qc(fixed_image, moving_image, read_transform(transform), out_dir, labels=label_arg, force=force,
+        result = write_qc(fixed_image, moving_image, read_transform_chain(transform), out_dir, labels=label_arg, force=force,
                           title=f"regkit QC: {moving.name} -> {fixed.name}")
         typer.echo(summary_line(result))
         for f in result["files"]:

@@ -175,6 +175,35 @@ def test_default_value_fills_where_the_moving_image_does_not_reach(registered, s
     assert json.loads((out / "log.json").read_text())["default_value"] == -7
 
 
+def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
+    """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
+    to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""
+    out = registered["out"]
+    points = tmp_path / "fixed.csv"
+    points.write_text("x,y,z\n0,0,0\n10,-20,15\n-30,5,-10\n-12,18,4\n")
+    r = invoke("apply", out / "transform.regkit.safetensors", "--points", points, "--points-out", tmp_path / "moving.csv")
+    assert r.exit_code == 0, r.output
+
+    def tre(*transforms):
+        json_out = tmp_path / f"tre{len(transforms)}.json"
+        args = [a for t in transforms for a in ("-t", out / t)]
+        r = invoke("evaluate", "--landmarks-fixed", points, "--landmarks-moving", tmp_path / "moving.csv", *args, "--json", json_out)
+        assert r.exit_code == 0, r.output
+        return json.loads(json_out.read_text())["tre_mm"]["mean"]
+
+    chain, affine_only = tre("warp.nii.gz", "affine.mat"), tre("affine.mat")
+    assert chain < 0.1 < affine_only, (chain, affine_only)
+
+    def nonaffine(name, *transforms):
+        args = [a for t in transforms for a in ("-t", out / t)]
+        r = invoke("qc", "--fixed", sample_paths["fixed"], "--moving", sample_paths["moving"], *args, "-o", tmp_path / name)
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / name / "qc.json").read_text())["nonaffine_displacement_mm"]["mean"]
+
+    exact = nonaffine("native", "transform.regkit.safetensors")
+    assert exact > 0.05 and abs(nonaffine("chain", "warp.nii.gz", "affine.mat") - exact) < 0.05 * exact
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["register", "a.nii.gz", "b.nii.gz", "--outt", "x"], "regkit register: No such option: --outt (Possible options: --out) (see 'regkit register --help')"),
     (["register", "a.nii.gz"], "regkit register: Missing option '--out' / '-o'. (see 'regkit register --help')"),

@@ -143,6 +143,17 @@ def read_transform(path: PathLike) -> Transform:
     return itk.read_itk_displacement(path)
 
 
+def read_transform_chain(paths: Sequence[PathLike]) -> Transform:
+    """Several transform files as one fixed → moving transform, in antsApplyTransforms' order:
+    the FIRST file acts first on fixed points (``warp.nii.gz affine.mat``); one file: itself."""
+    from regkit.transforms import Compose
+
+    transforms = [read_transform(p) for p in paths]
+    if not transforms:
+        raise ValueError("no transform file given")
+    return transforms[0] if len(transforms) == 1 else Compose(*transforms)
+
+
 def _reference_grid(reference: Reference, transform: Transform, path: PathLike):
     if isinstance(reference, Image):
         return reference.affine, reference.shape
