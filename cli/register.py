@@ -117,7 +117,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     (a trained cascade's prediction); its time is logged as ``predict_seconds``."""
     t0 = time.perf_counter()
     from regkit.cli.common import resolve_device, setup_logging
-    from regkit.checks import check_has_contrast
+    from regkit.checks import check_has_contrast, check_mask_not_empty
     from regkit.errors import InputError, RegistrationError
     from regkit.io.atomic import atomic_group
     from regkit.io.images import load_image, load_label, stored_integer_dtype
@@ -133,6 +133,9 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     labels = load_label(moving_labels) if moving_labels is not None else None
     fmask = load_label(fixed_mask) if fixed_mask is not None else None
     mmask = load_label(moving_mask) if moving_mask is not None else None
+    for mask, path in ((fmask, fixed_mask), (mmask, moving_mask)):
+        if mask is not None:
+            check_mask_not_empty(mask, path)
     _check_memory(fixed_img, moving_img, cfg, fixed)
     predict_seconds = None
     if start is not None:

@@ -7,7 +7,7 @@ line with exit code 2. (File-level problems — unreadable, 4D, NaN, bad header 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -26,3 +26,10 @@ def check_has_contrast(image: Image, path: PathLike, what: str = "image") -> Non
     lo, hi = torch.aminmax(data.reshape(-1))
     if bool(lo == hi):
         raise InputError(f"{what} is constant (every voxel is {float(lo):g}); there is nothing to align", path)
+
+
+def check_mask_not_empty(mask: Image, path: Optional[PathLike] = None, what: str = "mask") -> None:
+    """Refuse a mask without a single non-zero voxel: the similarity would compare nothing, the
+    loss would stay flat and the start would be returned as a result."""
+    if not bool((mask.data != 0).any()):
+        raise InputError(f"{what} is empty (no non-zero voxel); nothing would be compared", path)

@@ -175,6 +175,19 @@ def test_default_value_fills_where_the_moving_image_does_not_reach(registered, s
     assert json.loads((out / "log.json").read_text())["default_value"] == -7
 
 
+def test_an_empty_mask_is_refused_in_one_line(sample_paths, tmp_path):
+    """An all-zero --fixed-mask ran to the end with a flat loss of 1.0 and returned the start
+    (exit 0); now exit 2 naming the file, before any output."""
+    src = nib.load(str(sample_paths["fixed"]))
+    empty = tmp_path / "empty_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(src.shape, np.uint8), src.affine), str(empty))
+    for option in ("--fixed-mask", "--moving-mask"):
+        r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", tmp_path / "out", option, empty, "--no-progress")
+        assert r.exit_code == 2, r.output
+        assert "empty_mask.nii.gz" in r.output and "empty" in r.output and len(r.output.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
 def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
     """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
     to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""

@@ -16,6 +16,7 @@ import torch
 from regkit import space
 from regkit.errors import InputError, RegistrationError
 from regkit.image import Image
+from regkit.checks import check_mask_not_empty
 from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine
 from regkit.optimize.config import RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
@@ -137,6 +138,9 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     """
     t_start = time.perf_counter()
     _check_inputs(moving, fixed)
+    for mask, what in ((fixed_mask, "fixed mask"), (moving_mask, "moving mask")):
+        if mask is not None:
+            check_mask_not_empty(mask, what=what)
     cfg: RegistrationConfig = load_config(config, metric=metric)
     dev = resolve_device(device)
     if seed is not None:
