@@ -44,13 +44,16 @@ def add_to(app: typer.Typer) -> None:
         from regkit.io.atomic import check_writable
         from regkit.io.images import load_image
         from regkit.errors import InputError
-        from regkit.io.transform_files import read_transform, transform_kind, write_transform
+        from regkit.io.transform_files import as_single_affine, read_transform, transform_kind, write_transform
         from regkit.transforms import DisplacementField
 
         if not 0 < tolerance < float("inf"):  # also NaN
             raise InputError(f"--tolerance must be a positive number of mm, got {tolerance}")
         check_writable(output, force)
         forward = read_transform(transform)
+        if transform_kind(output) == "itk_affine" and as_single_affine(forward) is None:  # before the work, not after
+            raise InputError("this suffix holds one affine transform and the inverse of this one is not affine; "
+                             "use .regkit.safetensors or a displacement field (.nii.gz with --reference MOVING)", output)
         if transform_kind(output) == "itk_field" and reference is None and not isinstance(forward, DisplacementField):
             raise InputError("writing this inverse as one dense field needs --reference MOVING "
                              "(the inverse maps moving points to fixed points); or write .regkit.safetensors", output)

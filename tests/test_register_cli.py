@@ -188,6 +188,19 @@ def test_an_empty_mask_is_refused_in_one_line(sample_paths, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_invert_to_an_affine_file_is_refused_before_the_work(registered, tmp_path, suffix):
+    """invert of a deformable transform to .mat/.h5 inverted the whole field, printed its
+    round-trip error, then refused the suffix; now refused first, in one line."""
+    target = tmp_path / f"inverse{suffix}"
+    r = invoke("invert", registered["out"] / "transform.regkit.safetensors", "-o", target)
+    assert r.exit_code == 2, r.output
+    assert "not affine" in r.output and "round trip" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not target.exists()
+    r = invoke("invert", registered["out"] / "affine.mat", "-o", tmp_path / "affine_inverse.mat")  # an affine still is
+    assert r.exit_code == 0, r.output
+
+
 def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
     """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
     to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""

@@ -204,8 +204,8 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
     if kind == "itk_affine":
         affine = as_single_affine(transform)
         if affine is None:
-            raise InputError("only an affine transform can be written as an ITK affine file; "
-                             "use .regkit.safetensors or a displacement field (.nii.gz with a reference)", path)
+            raise InputError("this suffix holds one affine transform and this one is not affine; use .regkit.safetensors, "
+                             "a displacement field (.nii.gz with a reference) or `regkit export --format itk` (.h5 chains)", path)
         return itk.write_itk_affine(affine, path, force)
     affine, shape = _reference_grid(reference, transform, path)
     if isinstance(transform, DisplacementField) and reference is None:
