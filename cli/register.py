@@ -105,13 +105,14 @@ def add_to(app: typer.Typer) -> None:
             start, settings = model_start(model, refine, config, metric, resolve_device(device))
         run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=settings, device=device, seed=seed,
             fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, start=start,
-            default_value=default_value)
+            default_value=default_value, model_name=str(model) if model is not None else None, refine=refine)
 
 
 def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = None, metric: Optional[str] = None,
         config: str = "default", device: str = "auto", seed: Optional[int] = None, fixed_mask: Optional[Path] = None,
         moving_mask: Optional[Path] = None, qc: bool = False, progress: bool = True, force: bool = False,
-        initial_transform=None, start=None, default_value: float = 0.0) -> None:
+        initial_transform=None, start=None, default_value: float = 0.0, model_name: Optional[str] = None,
+        refine: int = 0) -> None:
     """The body of ``regkit register`` (kept callable so other options, e.g. a learned start, reuse it).
 
     ``start(moving, fixed)``, when given, computes the initial transform from the images read here
@@ -154,6 +155,8 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         raise InputError(f"{moving} -> {fixed}: {e}") from e
     if predict_seconds is not None:  # the optimiser's register_seconds does not include it
         result.log["predict_seconds"] = round(predict_seconds, 3)
+    if model_name is not None:
+        result.log.update(model=model_name, refine=int(refine))
     if default_value != 0:  # the warped image again, with this value outside the moving image
         result.warped = result.apply(moving_img, default_value=default_value)
         result.log["default_value"] = default_value

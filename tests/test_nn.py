@@ -204,6 +204,9 @@ def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_path
         for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors", "affine.mat", "warp.nii.gz"):
             assert (tmp_path / "out" / f"pair00{n}" / name).is_file(), name
     assert (tmp_path / "out" / "cohort_rank0.csv").read_text().startswith("pair,moving,fixed,seconds")
+    # each pair's log names the checkpoint and the grids (it said "in-memory" and "None")
+    log = (tmp_path / "out" / "pair001" / "log.txt").read_text()
+    assert f"model: {ckpt}" in log and "grid None" not in log and "registration None" not in log, log
     from regkit.errors import OutputExistsError
 
     with pytest.raises(OutputExistsError):

@@ -62,10 +62,14 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
         result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
     else:  # the prediction is the result: skip the optimiser's own preprocessing
         with torch.no_grad():
-            result = RegistrationResult(initial, resample(moving, initial, fixed), fixed, {"device": str(dev)}, affine)
-    result.log.update({"model": str(model) if not isinstance(model, torch.nn.Module) else "in-memory",
+            log = {"device": str(dev), "threads": torch.get_num_threads(), "seed": None,
+                   "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape), "working_box": "none (prediction only)",
+                   "config": {"refine": 0}, "levels": []}
+            result = RegistrationResult(initial, resample(moving, initial, fixed), fixed, log, affine)
+    result.log.update({"model": str(model) if not isinstance(model, torch.nn.Module) else getattr(model, "source", "in-memory"),
                        "predict_seconds": round(predicted, 3), "refine": int(refine),
                        "total_seconds": round(time.perf_counter() - start, 3)})
+    result.log.setdefault("register_seconds", result.log["total_seconds"])
     return result
 
 
@@ -112,6 +116,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     for n, pair in mine:
         check_outputs(out / f"pair{n:03d}", pair.moving_labels is not None, force)
     net = load(model, device) if model is not None else None
+    if net is not None:
+        net.source = str(model)  # named in each pair's log instead of "in-memory"
     rows: List[Dict[str, object]] = []
     for n, pair in mine:
         moving, fixed = load_image(pair.moving), load_image(pair.fixed)
@@ -128,6 +134,7 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
             raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
         if default_value != 0:
             result.warped = result.apply(moving, default_value=default_value)
+            result.log["default_value"] = default_value
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
         write_result(result, out / f"pair{n:03d}", labels, force=force,
                      labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
