@@ -39,6 +39,7 @@ def add_to(app: typer.Typer) -> None:
         labels: Optional[Path] = typer.Option(None, "--labels", help="Fixed label map: contours, and Jacobian numbers inside labels > 0."),
         moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Moving label map: adds Dice before/after (needs --labels)."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing report files."),
+        default_value: float = typer.Option(0.0, "--default-value", help="Drawn where the moving image does not reach (CT: e.g. -1000)."),
     ) -> None:
         from regkit.errors import InputError
         from regkit.io.images import load_image, load_label
@@ -54,7 +55,7 @@ def add_to(app: typer.Typer) -> None:
             if not fixed_labels.same_grid(fixed_image):
                 raise InputError(f"is not on the grid of {fixed}", labels)
             label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
-        result = write_qc(fixed_image, moving_image, read_transform_chain(transform), out_dir, labels=label_arg, force=force,
+        result = write_qc(fixed_image, moving_image, read_transform_chain(transform), out_dir, labels=label_arg, force=force, default_value=default_value,
                           title=f"regkit QC: {moving.name} -> {fixed.name}")
         typer.echo(summary_line(result))
         for f in result["files"]:

@@ -165,7 +165,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         written = write_result(result, out, labels, force=force,
                                labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None)
         if qc:
-            written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force)
+            written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force, default_value)
     typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0,
                             write_seconds=time.perf_counter() - t_write), err=True)
 
@@ -185,7 +185,7 @@ def _check_memory(fixed_img, moving_img, cfg, path: Path) -> None:
     resources.check_memory(est.total, f"registering on a {'x'.join(map(str, fixed_img.shape))} grid", path=path)
 
 
-def _write_qc(fixed_img, moving_img, transform, out: Path, labels, force: bool) -> list:
+def _write_qc(fixed_img, moving_img, transform, out: Path, labels, force: bool, default_value: float = 0.0) -> list:
     try:
         from regkit.report import write_qc
     except ImportError:
@@ -199,5 +199,5 @@ def _write_qc(fixed_img, moving_img, transform, out: Path, labels, force: bool) 
         # the QC draws fixed-grid contours: use the warped moving labels
         fixed_labels = resample(labels, transform, fixed_img)
         qc_labels = fixed_labels
-    info = write_qc(fixed_img, moving_img, transform, out, labels=qc_labels, force=force)
+    info = write_qc(fixed_img, moving_img, transform, out, labels=qc_labels, force=force, default_value=default_value)
     return [Path(p) for p in info.get("files", [])]

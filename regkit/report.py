@@ -202,20 +202,23 @@ def _device_of(transform: Transform) -> torch.device:
     return torch.device("cpu")
 
 
-def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels = None) -> Tuple[Dict, Dict[str, object]]:
-    """The report's numbers and the volumes its figure needs (all on the fixed grid)."""
+def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels = None,
+               default_value: float = 0.0) -> Tuple[Dict, Dict[str, object]]:
+    """The report's numbers and the volumes its figure needs (all on the fixed grid); the
+    figure's moving volumes hold ``default_value`` where the moving image does not reach (as
+    warped.nii.gz does with ``--default-value``; the numbers only use where it does)."""
     fixed_labels, moving_labels = _split_labels(labels)
     device = _device_of(transform)
     with torch.no_grad():
         x = fixed.world_grid(device=device, dtype=torch.float32)
         y = transform(x)  # evaluated once; every image below is sampled at these points
 
-        def at(image: Image, points: Tensor) -> Tensor:
+        def at(image: Image, points: Tensor, fill: float = 0.0) -> Tensor:
             mode = "nearest" if image.is_label else "linear"
-            return warp(image.data[None].float().to(points.device), image.affine, points, mode=mode)[0, 0].cpu()
+            return warp(image.data[None].float().to(points.device), image.affine, points, mode=mode, default_value=fill)[0, 0].cpu()
 
         ones = moving.with_data(torch.ones_like(moving.data[:1]), is_label=False)
-        before, warped = at(moving, x), at(moving, y)
+        before, warped = at(moving, x, default_value), at(moving, y, default_value)
         inside_before, inside = at(ones, x) > 0.5, at(ones, y) > 0.5  # where the moving image has data
         if moving_labels is not None:
             labels_before, labels_after = at(moving_labels, x).round().int(), at(moving_labels, y).round().int()
@@ -313,7 +316,8 @@ def report_grid(image: Image, max_voxels: int) -> Tuple[Image, int]:
 
 
 def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLike, labels: Labels = None,
-             force: bool = False, title: str = "regkit QC", max_voxels: int = 2 ** 24) -> Dict[str, object]:
+             force: bool = False, title: str = "regkit QC", max_voxels: int = 2 ** 24,
+             default_value: float = 0.0) -> Dict[str, object]:
     """Write ``qc.png``, ``qc.html`` and ``qc.json`` for a registration into ``out_dir``.
 
     Args:
@@ -326,6 +330,7 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
         force: overwrite existing report files.
         max_voxels: a larger fixed grid is reported on every 2nd (3rd, …) voxel so memory stays
             ~1.5 GB; ``report_grid_stride`` in the numbers says which (1 = every voxel).
+        default_value: drawn where the moving image does not reach (e.g. -1000 for CT).
     Returns:
         The numbers (as in ``qc.json``) plus ``"files"``: the paths written.
     """
@@ -340,7 +345,7 @@ def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: PathLik
     if fixed_labels is not None:
         fixed_labels = report_grid(fixed_labels, max_voxels)[0]
     labels = fixed_labels if moving_labels is None else (fixed_labels, moving_labels)
-    numbers, volumes = qc_numbers(fixed, moving, transform, labels)
+    numbers, volumes = qc_numbers(fixed, moving, transform, labels, default_value)
     numbers["report_grid_stride"] = stride
     fig = make_figure(fixed, volumes["before"], volumes["warped"], volumes["residual"], volumes["det"],
                       fixed_labels, title=title, subtitle=summary_line(numbers))

@@ -116,3 +116,20 @@ def test_empty_fixed_label_map_reports_the_whole_grid_and_the_json_is_strict(tmp
     numbers = write_qc(img, img, _identity(), tmp_path, labels=empty)
     assert numbers["jacobian_region"] == "whole fixed grid" and numbers["jacobian"]["voxels"] == int(np.prod(SHAPE))
     json.loads((tmp_path / "qc.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in qc.json"))
+
+
+def test_default_value_is_drawn_where_the_moving_image_does_not_reach():
+    """The QC drew 0 outside the moving image whatever --default-value said (mid-grey for a CT,
+    like soft tissue); its numbers use only where the moving image has data, so they stay."""
+    from regkit.report import qc_numbers
+
+    img = _phantom()
+    shift = AffineTransform(torch.eye(3), torch.tensor([0.0, 0.0, 20.0]), requires_grad=False)  # partly outside
+    plain, volumes = qc_numbers(img, img, shift)
+    numbers, filled = qc_numbers(img, img, shift, default_value=-1000.0)
+    warped, warped_plain = filled["warped"].data, volumes["warped"].data
+    outside = warped == -1000.0
+    assert 0.05 * outside.numel() < int(outside.sum()) < 0.9 * outside.numel()
+    assert torch.all(warped_plain[outside] == 0)
+    assert torch.equal(warped[~outside], warped_plain[~outside])
+    assert numbers["ncc_after"] == plain["ncc_after"]
