@@ -81,6 +81,12 @@ def add_to(app: typer.Typer) -> None:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if refine and model is None:
             raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
+        if model is not None and refine == 0:
+            unused = [name for name, value in (("--metric", metric), ("--config", config != "default"), ("--fixed-mask", fixed_mask),
+                                               ("--moving-mask", moving_mask), ("--seed", seed is not None)) if value]
+            if unused:  # they set the optimiser, which --refine 0 does not run
+                raise InputError(f"{', '.join(unused)} set the optimiser's refinement, and --refine 0 runs none "
+                                 "(the prediction is the result); add --refine N or drop them")
         if pairs is not None:
             given = [name for name, value in (("MOVING/FIXED", moving or fixed), ("--moving-labels", moving_labels),
                                               ("--qc", qc), ("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask),

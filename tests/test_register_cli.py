@@ -201,6 +201,15 @@ def test_invert_to_an_affine_file_is_refused_before_the_work(registered, tmp_pat
     assert r.exit_code == 0, r.output
 
 
+def test_optimiser_options_without_refinement_are_refused(sample_paths, tmp_path):
+    """--model with --refine 0 ran the prediction alone and silently ignored --metric, --config,
+    masks and --seed (writing --metric into the log); now exit 2 before any work."""
+    r = invoke("register", sample_paths["moving"], sample_paths["fixed"], "--out", tmp_path / "o", "--model", tmp_path / "none.safetensors",
+               "--metric", "mi", "--seed", 3)
+    assert r.exit_code == 2 and "--metric, --seed set the optimiser's refinement" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
     """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
     to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""
