@@ -55,6 +55,28 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, sample_paths):
     assert a.metadata["optimizer_param_groups"] == b.metadata["optimizer_param_groups"]
 
 
+def test_silent_no_ops_are_warned_about(tmp_path, sample_paths, caplog):
+    """A resume of a finished run printed only 'step N: last checkpoint' (no step ran, no word
+    why); a Dice weight with a manifest without labels was dropped silently. Both warn now."""
+    import logging
+
+    from regkit.train.loop import train
+
+    config = _config(tmp_path, sample_paths, optim={"steps": 2})
+    first = train(config, out_dir=tmp_path / "run", progress=False)
+    with caplog.at_level(logging.WARNING, logger="regkit.train.loop"):
+        again = train(config, out_dir=tmp_path / "run", resume=first.last, progress=False)
+    assert again.step == 2 and not again.losses
+    assert "no step to run; pass --steps N (N > 2)" in caplog.text
+    caplog.clear()
+    (tmp_path / "nolabels.csv").write_text(f"moving,fixed\n{sample_paths['moving']},{sample_paths['fixed']}\n")
+    unlabelled = _config(tmp_path, sample_paths, optim={"steps": 1}, data={"manifest": str(tmp_path / "nolabels.csv")},
+                         loss={"similarity": "lncc", "reg_weight": 0.1, "dice_weight": 1.0})
+    with caplog.at_level(logging.WARNING, logger="regkit.train.loop"):
+        train(unlabelled, out_dir=tmp_path / "run2", progress=False)
+    assert "no training pair has labels: the Dice term (loss.dice_weight 1) is off" in caplog.text
+
+
 def test_sigint_saves_a_checkpoint_and_stops_cleanly(tmp_path, sample_paths):
     from regkit.nn.checkpoint import read_checkpoint
     from regkit.train.loop import train

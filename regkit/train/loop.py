@@ -238,6 +238,9 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     if resume is not None:
         ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
         step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
+        if step >= config.optim.steps:
+            log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
+                        "(N > %d) to train on", resume, step, config.optim.steps, step)
     data_device = dist.device if config.data.prepare_on == "device" else "cpu"
     train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache, device=data_device)
     val_set = None
@@ -345,6 +348,9 @@ def _check_labels_for_dice(pairs, config: TrainConfig) -> None:
     """InputError when the Dice term is on and only SOME training pairs have labels: the dataset
     then drops labels for every pair, which turned the Dice term off for the whole run silently."""
     labelled = [p.has_labels for p in pairs]
+    if config.loss.dice_weight > 0 and not any(labelled):
+        log.warning("no training pair has labels: the Dice term (loss.dice_weight %g) is off for this run; "
+                    "add moving_labels,fixed_labels to the data, or set dice_weight: 0 to silence this", config.loss.dice_weight)
     if config.loss.dice_weight > 0 and any(labelled) and not all(labelled):
         first = pairs[labelled.index(False)]
         raise InputError(f"{sum(labelled)} of {len(labelled)} training pairs have labels, but the Dice term "
