@@ -162,6 +162,7 @@ def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out:
 
     check_writable(points_out, force)
     pts = read_landmarks(points_path, lps=lps)  # RAS mm (P, 3) float64
+    _refuse_scalar_images(transform_paths)
     chain = load_chain(transform_paths, inverse)
     with torch.no_grad():
         mapped = chain(pts).double()
@@ -197,3 +198,23 @@ def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: boo
             row[c] = repr(float(v))
         writer.writerow(row)
     write_text(path, buf.getvalue(), force=force)
+
+
+def _refuse_scalar_images(paths: List[Path]) -> None:
+    """With --points every input is a transform: a scalar image among them (a MOVING image left
+    on the line, or 'true' after a flag) gets this message instead of a displacement-field one."""
+    from regkit.errors import InputError
+    from regkit.io.images import NIBABEL_SUFFIXES
+
+    for p in paths:
+        if p.name.lower().endswith(NIBABEL_SUFFIXES) and p.is_file():
+            import nibabel as nib
+
+            try:
+                shape = nib.load(str(p)).shape
+            except Exception:  # noqa: BLE001 - the transform reader reports unreadable files
+                continue
+            if len(shape) == 3:
+                raise InputError("is a 3D image, not a transform file: --points maps points through transform "
+                                 "files only (no MOVING image; drop it)", p)
+

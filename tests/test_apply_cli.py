@@ -273,6 +273,7 @@ def test_inverse_undoes_forward(pair, kind):
 
 def test_user_errors_exit_2_with_one_line(pair):
     sitk.WriteTransform(_affine_sitk(), str(pair / "a.mat"))
+    (pair / "pts.csv").write_text("x,y,z\n1,2,3\n")
     cases = [
         ([pair / "missing.mat", pair / "moving.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "o.nii.gz"], "missing.mat"),
         ([pair / "a.mat", pair / "moving.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "moving.nii.gz"], "--force"),
@@ -280,6 +281,8 @@ def test_user_errors_exit_2_with_one_line(pair):
         ([pair / "a.mat", "--points", pair / "p.csv"], "--points-out"),
         ([pair / "a.mat", pair / "moving.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "o.nii.gz", "--interp", "cubic"], "--interp"),
         ([pair / "moving.nii.gz", pair / "moving.nii.gz", "-r", pair / "fixed.nii.gz", "-o", pair / "o.nii.gz"], "moving.nii.gz"),
+        # a MOVING image left on the line with --points: said so (was a displacement-field shape error)
+        ([pair / "a.mat", pair / "moving.nii.gz", "--points", pair / "pts.csv", "--points-out", pair / "q.csv"], "moving.nii.gz: is a 3D image, not a transform file"),
     ]
     for args, needle in cases:
         r = _run(*args)
