@@ -14,7 +14,7 @@ Usage: regkit apply TRANSFORM... MOVING -r FIXED -o OUT, or regkit apply TRANSFO
 
 TRANSFORM files map FIXED points to MOVING points: regkit's *.regkit.safetensors, ITK/ANTs affines (.mat, .tfm, .txt) and ITK/ANTs displacement fields (*Warp.nii.gz, .nii, .mha; as written by ANTs, antspyx or SimpleITK). Several are given in antsApplyTransforms' order: the FIRST listed acts first on fixed-space points, so ANTs' output goes as `reg1Warp.nii.gz reg0GenericAffine.mat`. The chain is collapsed into one sampling of MOVING.
 
-Label maps are detected from the file: integer type and few distinct values (at most 64 for 8-bit files, whose MRIs also hold integers; at most 1000 otherwise). They are resampled with nearest neighbour and keep their dtype, unless --interp is given; the choice is printed.
+Label maps are detected from the file: integer type, at most 5000 distinct values, and piecewise constant (at least half of the neighbouring voxel pairs outside the background hold equal values; an MRI or CT changes between most). They are resampled with nearest neighbour and keep their dtype, unless --interp is given; the choice is printed.
 
 --inverse inverts the whole chain (exact for affines and velocity fields; displacement fields by fixed-point iteration, the residual is printed).
 
@@ -36,8 +36,8 @@ Examples:
 
 {EXIT_CODES_HELP}"""
 
-MAX_LABELS_8BIT = 64  # an 8-bit MRI has up to 256 values: above this, an 8-bit file is an image
-MAX_LABELS = 1000  # 16/32-bit CT and MRI have thousands of values; parcellations fewer
+MAX_LABELS = 5000  # more distinct values than this: an image (CT, MRI), whatever else holds
+MIN_SAME_NEIGHBOURS = 0.5  # label maps are piecewise constant; MRI/CT change between most neighbours
 
 
 def add_to(app: typer.Typer) -> None:
@@ -102,14 +102,16 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     check_writable(output, force)  # fail before any work
     chain = load_chain(transform_paths, inverse)
     integer = integer_file(moving_path) if interp != "linear" else None
+    label_map = integer is not None and is_label_map(*integer[1:])
     if interp is None and integer is not None:
-        dtype, n = integer
-        if n > (MAX_LABELS_8BIT if dtype.itemsize == 1 else MAX_LABELS):
-            typer.echo(f"{moving_path}: integer image with {n} distinct values -> linear, as intensities (pass --interp nearest for a label map)", err=True)
+        _, n, same = integer
+        if not label_map:
+            typer.echo(f"{moving_path}: integer image with {n} distinct values, {100 * same:.0f} % of neighbouring foreground voxels "
+                       "equal -> linear, as intensities (pass --interp nearest for a label map)", err=True)
             integer = None
         else:
-            typer.echo(f"{moving_path}: integer label map ({n} values) -> nearest neighbour (pass --interp linear to override)", err=True)
-    label_map = integer is not None and (interp is None or integer[1] <= (MAX_LABELS_8BIT if integer[0].itemsize == 1 else MAX_LABELS))
+            typer.echo(f"{moving_path}: integer label map ({n} values, {100 * same:.0f} % of neighbouring foreground voxels equal) "
+                       "-> nearest neighbour (pass --interp linear to override)", err=True)
     is_label = integer is not None  # nearest on an integer file keeps its integer type
     mode = interp or ("nearest" if is_label else "linear")
     if not label_map:  # an intensity image (e.g. int16 HU), also with --interp nearest: the value given
@@ -129,9 +131,35 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     typer.echo(f"wrote {output}")
 
 
+def is_label_map(distinct_values: int, same_neighbours: float) -> bool:
+    """Whether an integer image is a label map: few enough distinct values (:data:`MAX_LABELS`)
+    and piecewise constant — at least :data:`MIN_SAME_NEIGHBOURS` of the face-neighbour pairs
+    with a non-zero voxel hold equal values. A count of values alone misread both ways: a
+    117-class uint8 segmentation (TotalSegmentator) as an image, an int16 MRI with 977 values
+    as labels."""
+    return distinct_values <= MAX_LABELS and same_neighbours >= MIN_SAME_NEIGHBOURS
+
+
+def same_neighbour_fraction(values) -> float:
+    """Fraction of face-neighbour voxel pairs (along each axis), at least one of them non-zero,
+    whose values are equal (1.0 when there is no such pair)."""
+    import numpy as np
+
+    v = np.asarray(values)
+    v = v.reshape(v.shape[:3]) if v.ndim > 3 and int(np.prod(v.shape[3:])) == 1 else v
+    same = pairs = 0
+    for axis in range(v.ndim):
+        a, b = np.swapaxes(v, 0, axis)[1:], np.swapaxes(v, 0, axis)[:-1]
+        foreground = (a != 0) | (b != 0)
+        pairs += int(foreground.sum())
+        same += int((foreground & (a == b)).sum())
+    return same / pairs if pairs else 1.0
+
+
 def integer_file(path: Path):
-    """``(numpy dtype, number of distinct values)`` when ``path`` stores unscaled integers (a
-    label map candidate), else None. Scaled NIfTI integers (scl_slope/scl_inter) are intensities."""
+    """``(numpy dtype, number of distinct values, same-neighbour fraction)`` when ``path`` stores
+    unscaled integers (a label map candidate), else None. Scaled NIfTI integers
+    (scl_slope/scl_inter) are intensities."""
     import numpy as np
 
     from regkit.io.images import NIBABEL_SUFFIXES, check_input_file, stored_integer_dtype
@@ -151,7 +179,7 @@ def integer_file(path: Path):
             values = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except Exception:
         return None
-    return dtype, int(np.unique(values).size)
+    return dtype, int(np.unique(values).size), same_neighbour_fraction(values)
 
 
 def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out: Path, inverse: bool, lps: bool, force: bool) -> None:

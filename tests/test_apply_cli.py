@@ -49,8 +49,9 @@ def _moving_centre() -> np.ndarray:
 def pair(tmp_path):
     """Smooth moving image + integer labels (oblique grid) and a fixed grid, as files."""
     moving = _blob(MOVING_AFFINE, MOVING_SHAPE, _moving_centre(), width_mm=6.0)
-    rng = np.random.default_rng(0)
-    labels = Image(torch.from_numpy(rng.integers(0, 4, size=MOVING_SHAPE).astype(np.int32))[None], MOVING_AFFINE, is_label=True)
+    i, j, k = np.indices(MOVING_SHAPE)  # piecewise-constant regions, as label maps are (0 = background)
+    regions = (i // 4 + 2 * (j // 5) + k // 4) % 4
+    labels = Image(torch.from_numpy(regions.astype(np.int32))[None], MOVING_AFFINE, is_label=True)
     save_image(moving, tmp_path / "moving.nii.gz")
     save_image(labels, tmp_path / "labels.nii.gz", dtype=np.uint8)
     save_image(Image(torch.zeros(1, *FIXED_SHAPE), FIXED_AFFINE), tmp_path / "fixed.nii.gz")
@@ -292,26 +293,50 @@ def test_user_errors_exit_2_with_one_line(pair):
     assert not (pair / "o.nii.gz").exists()
 
 
-@pytest.mark.parametrize("dtype, values, expect_labels", [(np.uint8, 200, False), (np.uint8, 40, True), (np.int16, 300, True), (np.int16, 1500, False)])
-def test_label_detection(tmp_path, dtype, values, expect_labels):
-    """8-bit MRIs hold up to 256 integer values, so 8-bit files need few values to count as
-    labels; --interp nearest on any integer file keeps its integer type."""
+LABEL_SHAPE = (40, 40, 40)
+
+
+def _label_like(values: int) -> np.ndarray:
+    """Blocks of 5×5×5 voxels numbered 1.. (cycling through ``values`` labels) on background 0."""
+    i, j, k = np.indices(LABEL_SHAPE) // 5
+    blocks = (i * 8 + j) * 8 + k
+    return np.where(blocks % 7 == 0, 0, 1 + blocks % values)
+
+
+def _image_like(values: int) -> np.ndarray:
+    """A smooth ramp plus noise spanning ``values`` integer levels (an MRI or CT)."""
+    rng = np.random.default_rng(0)
+    ramp = np.indices(LABEL_SHAPE).sum(0) / (3 * (LABEL_SHAPE[0] - 1))
+    return np.clip(np.round(ramp * (values - 1) + rng.normal(0, values / 20, LABEL_SHAPE)), 0, values - 1)
+
+
+@pytest.mark.parametrize("make, dtype, values, expect_labels", [
+    (_label_like, np.uint8, 117, True),     # a TotalSegmentator-size uint8 segmentation (was linear: > 64 values)
+    (_label_like, np.int16, 300, True),
+    (_image_like, np.uint8, 200, False),    # an 8-bit MRI
+    (_image_like, np.int16, 900, False),    # an int16 MRI with < 1000 values (was a label map)
+    (_image_like, np.int16, 3000, False),   # a CT
+])
+def test_label_detection(tmp_path, make, dtype, values, expect_labels):
+    """Label maps are told from images by being piecewise constant, not by the number of values
+    alone; --interp nearest on any integer file keeps its integer type."""
     import nibabel as nib
 
-    data = (np.arange(np.prod(MOVING_SHAPE)) % values).reshape(MOVING_SHAPE)
-    save_image(Image(torch.from_numpy(data.astype(np.int32))[None], MOVING_AFFINE, is_label=True), tmp_path / "x.nii.gz", dtype=dtype)
-    save_image(Image(torch.zeros(1, *FIXED_SHAPE), FIXED_AFFINE), tmp_path / "fixed.nii.gz")
+    data = make(values)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(data.astype(dtype), affine), str(tmp_path / "x.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((30, 30, 30), np.float32), affine), str(tmp_path / "fixed.nii.gz"))
     write_transform(AffineTransform.from_homogeneous(torch.eye(4, dtype=torch.float64)), tmp_path / "id.mat")
     r = _run(tmp_path / "id.mat", tmp_path / "x.nii.gz", "-r", tmp_path / "fixed.nii.gz", "-o", tmp_path / "auto.nii.gz")
     assert r.exit_code == 0, r.output
-    assert ("nearest neighbour" in r.output) == expect_labels and ("as intensities" in r.output) != expect_labels
+    assert ("nearest neighbour" in r.output) == expect_labels and ("as intensities" in r.output) != expect_labels, r.output
     auto = nib.load(str(tmp_path / "auto.nii.gz"))
     assert (auto.get_data_dtype() == np.dtype(dtype)) == expect_labels
     r = _run(tmp_path / "id.mat", tmp_path / "x.nii.gz", "-r", tmp_path / "fixed.nii.gz", "-o", tmp_path / "nn.nii.gz", "--interp", "nearest")
     assert r.exit_code == 0, r.output
     nn = nib.load(str(tmp_path / "nn.nii.gz"))
     assert nn.get_data_dtype() == np.dtype(dtype)
-    assert set(np.unique(np.asarray(nn.dataobj))) <= set(range(values))
+    assert set(np.unique(np.asarray(nn.dataobj))) <= set(np.unique(data))
 
 
 def test_files_written_by_ants_registration_give_ants_result(tmp_path):
