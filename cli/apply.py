@@ -195,7 +195,7 @@ def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out:
     with torch.no_grad():
         mapped = chain(pts).double()
     write_points_csv(points_path, mapped, points_out, lps=lps, force=force)
-    typer.echo(f"mapped {pts.shape[0]} points -> {points_out}")
+    typer.echo(f"mapped {pts.shape[0]} point{'s' if pts.shape[0] != 1 else ''} -> {points_out}")
 
 
 def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: bool) -> None:

@@ -140,9 +140,8 @@ def summary_line(log: Dict, out_dir: Path, n_files: int, wall_seconds: Optional[
         stages[lv["stage"]] = stages.get(lv["stage"], 0.0) + lv["seconds"]
     if "predict_seconds" in log:  # a trained cascade's prediction (--model) came first
         stages = {"prediction": float(log["predict_seconds"]), **stages}
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
-    if write_seconds is not None:
-        parts += f", writing {write_seconds:.1f} s"
+    parts = ", ".join([f"{k} {v:.1f} s" for k, v in stages.items()] +
+                      ([f"writing {write_seconds:.1f} s"] if write_seconds is not None else []))
     total = f"{wall_seconds:.1f} s" if wall_seconds is not None else f"{log.get('total_seconds')} s"
     loss = log.get("final_loss")
     loss_s = f"; final loss {loss:.4f}" if isinstance(loss, float) else ""
