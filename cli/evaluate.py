@@ -96,6 +96,10 @@ def format_table(numbers: dict) -> str:
         for label, v in numbers["labels"].items():
             lines.append(f"{label:>8}  {v['dice']:7.4f}  {v['hd95_mm']:8.2f}")
         lines.append(f"{'mean':>8}  {numbers['mean_dice']:7.4f}  {numbers['mean_hd95_mm']:8.2f}")
+        missing = [str(label) for label, v in numbers["labels"].items() if v["hd95_mm"] != v["hd95_mm"]]  # NaN
+        if missing:
+            lines.append(f"note: label(s) {', '.join(missing)} missing from one of the maps (e.g. outside the warped "
+                         "field of view): Dice 0 in the mean, HD95 undefined (nan) and left out of its mean")
     for key, title in (("jacobian", "Jacobian (whole field)"), ("jacobian_in_labels", "Jacobian (inside fixed labels)")):
         if key in numbers:
             j = numbers[key]

@@ -173,6 +173,8 @@ def test_evaluate_command_reports_known_dice_folding_and_tre(tmp_path):
     numbers = json.loads((tmp_path / "scores.json").read_text())
     assert numbers["labels"]["1"]["dice"] == pytest.approx(0.8)
     assert numbers["labels"]["2"]["dice"] == 0.0
+    assert numbers["labels"]["2"]["hd95_mm"] is None  # label 2 is absent from the warped map: said so
+    assert "note: label(s) 2 missing from one of the maps" in r.output
     assert numbers["jacobian"]["folded_voxels"] == 5 * 24 * 20
     assert numbers["jacobian"]["folding_percent"] == pytest.approx(100 * 5 / 30)
     assert numbers["initial_distance_mm"]["per_point"] == pytest.approx([5.0, 0.0])
