@@ -23,8 +23,9 @@ log.txt and log.json. Existing files are never overwritten without --force.
 
 --config picks a preset (fast, default, accurate, ct, mri; see configs/) or a YAML file with the
 same keys; unknown keys are refused. Keys a YAML file leaves out take the library's built-in
-values (RegistrationConfig), not the default preset's: start from a copy of configs/default.yaml. --metric overrides the preset's similarity: lncc (same
-contrast, default), mse, mi (different contrasts: T1/T2, CT/MRI) or mind.
+values (RegistrationConfig), not the default preset's: start from a copy of configs/default.yaml.
+--metric overrides the preset's similarity: lncc (same contrast, default), mse, mi (different
+contrasts: T1/T2, CT/MRI) or mind.
 
 Examples:
 
