@@ -60,6 +60,13 @@ def test_config_yaml_file_and_unknown_preset(tmp_path):
 
 
 # ----------------------------------------------------------------------------- pyramid
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """--config ct run in a folder holding a 'ct/' directory said 'ct: no such config file'."""
+    (tmp_path / "ct").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("ct") != load_config("default")  # the preset, read (it raised InputError)
+
+
 def test_gaussian_smooth_preserves_mean_and_matches_variance():
     x = torch.zeros(1, 1, 41, 41, 41)
     x[0, 0, 20, 20, 20] = 1.0

@@ -123,7 +123,7 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
 
 def _preset_or_file_text(name: str):
     path = Path(name)
-    if name.endswith((".yaml", ".yml")) or path.exists():
+    if name.endswith((".yaml", ".yml")) or path.is_file():  # a folder named like a preset is not a config
         if not path.is_file():
             raise InputError("no such config file", path)
         return path.read_text(), str(path)
