@@ -42,6 +42,7 @@ def add_to(app: typer.Typer) -> None:
         fixed_labels: Optional[Path] = typer.Option(None, "--fixed-labels", help="Fixed label map."),
         warped_labels: Optional[Path] = typer.Option(None, "--warped-labels", help="Moving label map warped onto the fixed grid."),
         field: Optional[Path] = typer.Option(None, "--field", help="Transform/displacement file whose Jacobian is scored."),
+        reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Image whose grid a non-field --field (e.g. transform.regkit.safetensors) is scored on (the fixed image)."),
         landmarks_fixed: Optional[Path] = typer.Option(None, "--landmarks-fixed", help="CSV of fixed-space landmarks (world mm)."),
         landmarks_moving: Optional[Path] = typer.Option(None, "--landmarks-moving", help="CSV of the corresponding moving-space landmarks."),
         transform: Optional[List[Path]] = typer.Option(None, "--transform", "-t", help="Transform file (fixed -> moving) mapping the landmarks; repeat for a chain in antsApplyTransforms' order (-t warp.nii.gz -t affine.mat)."),
@@ -49,6 +50,8 @@ def add_to(app: typer.Typer) -> None:
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON here."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
     ) -> None:
+        import torch
+
         from regkit import metrics
         from regkit.errors import InputError
         from regkit.io.atomic import check_writable, json_text, write_text
@@ -77,9 +80,15 @@ def add_to(app: typer.Typer) -> None:
                 raise InputError(f"has {landmarks['moving'].shape[0]} landmarks, {landmarks_fixed} has "
                                  f"{landmarks['fixed'].shape[0]}; they must correspond row by row", landmarks_moving)
         forward = read_transform(field) if field is not None else None
+        if forward is not None and reference is not None and not isinstance(forward, DisplacementField):
+            from regkit.io.images import load_image
+
+            grid = load_image(reference)
+            with torch.no_grad():
+                forward = DisplacementField(forward.displacement_on(grid.affine, grid.shape)[None], grid.affine)
         if forward is not None and fl is None and not isinstance(forward, DisplacementField):
-            raise InputError("is not a displacement field: its Jacobian needs a grid, so give --fixed-labels "
-                             "and --warped-labels too (or the field.nii.gz of the result)", field)
+            raise InputError("is not a displacement field: its Jacobian needs a grid, so give --reference FIXED "
+                             "(or --fixed-labels and --warped-labels, or the field.nii.gz of the result)", field)
         numbers = metrics.evaluate(fl, wl, forward, landmarks,
                                    read_transform_chain(transform) if transform else None)
         typer.echo(format_table(numbers))

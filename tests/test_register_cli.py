@@ -210,6 +210,22 @@ def test_optimiser_options_without_refinement_are_refused(sample_paths, tmp_path
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
+def test_evaluate_scores_a_native_transform_on_a_reference_grid(registered, sample_paths, tmp_path):
+    """evaluate --field transform.regkit.safetensors needed label maps only to get a grid; with
+    --reference FIXED it scores the same Jacobian as the written field.nii.gz."""
+    out = registered["out"]
+    r = invoke("evaluate", "--field", out / "transform.regkit.safetensors")
+    assert r.exit_code == 2 and "--reference FIXED" in r.output, r.output
+    scores = {}
+    for name, args in (("native", ["--field", out / "transform.regkit.safetensors", "-r", sample_paths["fixed"]]),
+                       ("field", ["--field", out / "field.nii.gz"])):
+        r = invoke("evaluate", *args, "--json", tmp_path / f"{name}.json")
+        assert r.exit_code == 0, r.output
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["jacobian"]
+    assert scores["native"]["std_log_jacobian"] > 0.01
+    assert abs(scores["native"]["std_log_jacobian"] - scores["field"]["std_log_jacobian"]) < 1e-3
+
+
 def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
     """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
     to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""
