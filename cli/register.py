@@ -153,7 +153,8 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         predict_seconds = time.perf_counter() - t_predict
     try:
         result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
-                          initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress)
+                          initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress,
+                          default_value=default_value)
     except RegistrationError as e:  # name the pair: the library does not know the file names
         raise RegistrationError(f"{moving} -> {fixed}: {e}") from e
     except InputError as e:  # e.g. "moving image is too small to register"
@@ -164,9 +165,6 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         result.log["predict_seconds"] = round(predict_seconds, 3)
     if model_name is not None:
         result.log.update(model=model_name, refine=int(refine))
-    if default_value != 0:  # the warped image again, with this value outside the moving image
-        result.warped = result.apply(moving_img, default_value=default_value)
-        result.log["default_value"] = default_value
     t_write = time.perf_counter()
     with atomic_group(out):  # the QC files appear with the others, or nothing does
         written = write_result(result, out, labels, force=force,

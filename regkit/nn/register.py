@@ -41,12 +41,15 @@ def load(model: Union[PathLike, torch.nn.Module], device: Optional[str] = None) 
 
 
 def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torch.nn.Module], refine: int = 0,
-                        config=None, metric: Optional[str] = None, device: Optional[str] = None):
+                        config=None, metric: Optional[str] = None, device: Optional[str] = None,
+                        default_value: float = 0.0, model_name: Optional[str] = None):
     """Predict fixed→moving with a cascade (a checkpoint path or a loaded model), then run
     ``refine`` instance-optimisation iterations from that start.
 
     Returns a :class:`regkit.optimize.RegistrationResult`; ``log`` gains ``predict_seconds``
     (network and resampling onto its grid) and ``refine``; ``affine`` is the network's affine.
+    ``default_value``: the warped image's value where the moving image does not reach;
+    ``model_name``: how the log names an already loaded model (default: its path, or "in-memory").
     """
     from regkit.nn.predict import predict
     from regkit.optimize import RegistrationResult, register
@@ -59,14 +62,18 @@ def register_with_model(moving: Image, fixed: Image, model: Union[PathLike, torc
     predicted = time.perf_counter() - start
     affine = initial.transforms[-1] if net.config.affine.enabled else None
     if refine > 0:
-        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial)
+        result = register(moving, fixed, config=refine_config(config, refine, metric), device=dev, initial_transform=initial,
+                          default_value=default_value)
     else:  # the prediction is the result: skip the optimiser's own preprocessing
         with torch.no_grad():
             log = {"device": str(dev), "threads": torch.get_num_threads(), "seed": None,
                    "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape), "working_box": "none (prediction only)",
                    "config": {"refine": 0}, "levels": []}
-            result = RegistrationResult(initial, resample(moving, initial, fixed), fixed, log, affine)
-    result.log.update({"model": str(model) if not isinstance(model, torch.nn.Module) else getattr(model, "source", "in-memory"),
+            if default_value != 0:
+                log["default_value"] = default_value
+            result = RegistrationResult(initial, resample(moving, initial, fixed, default_value=default_value), fixed, log, affine)
+    name = model_name or (str(model) if not isinstance(model, torch.nn.Module) else "in-memory")
+    result.log.update({"model": name,
                        "predict_seconds": round(predicted, 3), "refine": int(refine),
                        "total_seconds": round(time.perf_counter() - start, 3)})
     result.log.setdefault("register_seconds", result.log["total_seconds"])
@@ -116,8 +123,6 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     for n, pair in mine:
         check_outputs(out / f"pair{n:03d}", pair.moving_labels is not None, force)
     net = load(model, device) if model is not None else None
-    if net is not None:
-        net.source = str(model)  # named in each pair's log instead of "in-memory"
     rows: List[Dict[str, object]] = []
     for n, pair in mine:
         moving, fixed = load_image(pair.moving), load_image(pair.fixed)
@@ -125,16 +130,13 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
         check_has_contrast(fixed, pair.fixed)
         try:
             if net is not None:
-                result = register_with_model(moving, fixed, net, refine, config, metric, device)
+                result = register_with_model(moving, fixed, net, refine, config, metric, device, default_value, str(model))
             else:
-                result = register(moving, fixed, config=config, device=device, metric=metric)
+                result = register(moving, fixed, config=config, device=device, metric=metric, default_value=default_value)
         except RegkitError as e:  # name the pair: the library does not know the file names
             if e.path is not None:
                 raise
             raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
-        if default_value != 0:
-            result.warped = result.apply(moving, default_value=default_value)
-            result.log["default_value"] = default_value
         labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
         write_result(result, out / f"pair{n:03d}", labels, force=force,
                      labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)

@@ -70,10 +70,7 @@ class Level:
         (nothing else to compare)."""
         warped = space.sample(self.moving, grid, padding_mode="zeros")
         if self.moving_mask is None:
-            sizes = torch.tensor([float(n) for n in self.moving.shape[2:]][::-1], device=grid.device, dtype=grid.dtype)
-            span = torch.clamp(sizes - 1.0, min=1.0)
-            margin = torch.minimum(torch.full_like(span, EDGE_MARGIN_VOXELS), span / 4)  # small images keep half
-            limit = 1.0 - 2.0 * margin / span
+            limit = self._inside_limit(grid)
             g = grid.detach()
             low, high = torch.aminmax(g.reshape(-1, 3), dim=0)  # two reductions: the usual all-inside case stops here
             if bool((torch.maximum(-low, high) <= limit).all()):
@@ -85,6 +82,18 @@ class Level:
             return warped, m if self.mask is None else m * self.mask
         m = space.sample(self.moving_mask, grid, padding_mode="zeros")
         return warped, m if self.mask is None else m * self.mask
+
+    def _inside_limit(self, grid: Tensor) -> Tensor:
+        """Per grid_sample axis (x, y, z), the largest |coordinate| kept by :meth:`sample_moving`
+        (computed once per level: it is on the optimiser's hot path)."""
+        limit = getattr(self, "_limit", None)
+        if limit is None or limit.device != grid.device or limit.dtype != grid.dtype:
+            sizes = torch.tensor([float(n) for n in self.moving.shape[2:]][::-1], device=grid.device, dtype=grid.dtype)
+            span = torch.clamp(sizes - 1.0, min=1.0)
+            margin = torch.minimum(torch.full_like(span, EDGE_MARGIN_VOXELS), span / 4)  # small images keep half
+            limit = 1.0 - 2.0 * margin / span
+            self._limit = limit
+        return limit
 
     def warp_moving(self, points: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Moving copy sampled at world points ``(1, X, Y, Z, 3)`` (one grid_sample), plus the

@@ -118,7 +118,7 @@ def _normalized(image: Image) -> Image:
 def register(moving: Image, fixed: Image, config=None, device: Optional[str] = None, seed: Optional[int] = None,
              initial_transform: Optional[Transform] = None, fixed_mask: Optional[Image] = None,
              moving_mask: Optional[Image] = None, metric: Optional[str] = None,
-             progress: bool = False) -> RegistrationResult:
+             progress: bool = False, default_value: float = 0.0) -> RegistrationResult:
     """Register ``moving`` to ``fixed``.
 
     Args:
@@ -133,6 +133,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         fixed_mask, moving_mask: optional masks (non-zero = use) on their images' grids.
         metric: overrides the config's metric (``lncc``, ``mse``, ``mi``, ``mind``).
         progress: tqdm bars per level on stderr.
+        default_value: the warped image's value where the moving image does not reach (e.g. -1000 for CT).
     Returns:
         a :class:`RegistrationResult`.
     """
@@ -208,7 +209,9 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     log["register_seconds"] = round(time.perf_counter() - t_start, 3)
     with torch.no_grad():
         dense = to_displacement_field(transform, fixed.affine, fixed.shape)  # the chain evaluated once
-        warped = resample(moving, dense, fixed)
+        warped = resample(moving, dense, fixed, default_value=default_value)
+    if default_value != 0:
+        log["default_value"] = default_value
     log["total_seconds"] = round(time.perf_counter() - t_start, 3)
     log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
     return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None, dense)
