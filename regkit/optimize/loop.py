@@ -1,4 +1,5 @@
-"""One optimisation loop for every stage: Adam, cosine-decayed step, stop on a loss plateau.
+"""One optimisation loop for every stage: Adam, cosine-decayed step (optionally ramped up over
+the first iterations), stop on a loss plateau.
 
 Adam is the textbook update written out here (:class:`Adam`) instead of ``torch.optim.Adam``:
 constructing any ``torch.optim`` optimiser imports ``torch._dynamo``, measured at 2.5-7.4 s per
@@ -56,10 +57,13 @@ class Adam:
 
 def run_adam(groups: List[Dict], loss_fn: Callable[[], Tensor], iterations: int, window: int = 10,
              tolerance: float = 1e-4, min_lr_fraction: float = 0.1, progress: bool = False,
-             desc: str = "") -> Dict:
+             desc: str = "", warmup: int = 0) -> Dict:
     """Minimise ``loss_fn()`` over the parameters of ``groups`` (torch.optim param groups with
     their own ``lr``). The step decays from ``lr`` to ``min_lr_fraction * lr`` on a cosine over
-    ``iterations``. Returns a log: ``{"loss": [...], "iterations", "stopped_early", "seconds"}``.
+    ``iterations``; with ``warmup`` > 0 it is also scaled by ``(it + 1) / warmup`` over the first
+    ``warmup`` iterations (for a start that is already near the optimum: Adam's first steps move
+    every parameter by about ``lr`` whatever its gradient).
+    Returns a log: ``{"loss": [...], "iterations", "stopped_early", "seconds"}``.
     """
     start = time.perf_counter()
     opt = Adam(groups)
@@ -73,6 +77,8 @@ def run_adam(groups: List[Dict], loss_fn: Callable[[], Tensor], iterations: int,
     stopped = False
     for it in range(iterations):
         scale = min_lr_fraction + (1 - min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * it / max(1, iterations)))
+        if it < warmup:
+            scale *= (it + 1) / warmup
         for g, lr in zip(opt.param_groups, base):
             g["lr"] = lr * scale
         opt.zero_grad()
