@@ -11,6 +11,14 @@ regkit's own mean Dice over the labels).
     python benchmarks/cohort_timing.py runs/data/dev2mm --model runs/g36/best.safetensors --refine 40 \\
         --rounds 3 --work /tmp/cohort [--evaluate ../shared/bench/evaluate.py]
     python benchmarks/cohort_timing.py --pool /tmp/cohort /tmp/cohort2    # per-pair times of earlier runs, pooled
+    python benchmarks/cohort_timing.py runs/data/dev2mm --model runs/g36/best.safetensors --refine 40 \
+        --rounds 10 --work /tmp/cohort_sbs --side-by-side      # both at once, one core and one thread each
+
+``--side-by-side`` runs the two commands AT THE SAME TIME, each pinned to its own core
+(``taskset``) with one thread, and swaps the cores every round: on a shared machine whose speed
+drifts over minutes, both then see the same conditions, so the per-round difference is not
+buried under that drift (measured with the sequential design: ±6 s per 8-pair round). It
+compares the two on one core each, not on two.
 
 Besides the whole processes, each pair's registration time inside them (``cohort_rank0.csv``:
 the optimiser's call, or the prediction plus the refinement) is compared pair by pair within
@@ -75,6 +83,59 @@ def per_pair_lines(works) -> list:
             f"{second} − {first} per pair: median {statistics.median(diffs):+.2f} s, faster on {sum(d < 0 for d in diffs)} of {len(diffs)}"]
 
 
+def run_side_by_side(work: Path, r: int, manifest: Path, variants: dict, names: list) -> dict:
+    """Start both commands at once, ``names[0]`` on core ``r % 2`` and ``names[1]`` on the other,
+    one thread each; the wall seconds of each whole process."""
+    import os
+
+    if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--side-by-side needs taskset (util-linux) and two cores")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs, started, ended = {}, {}, {}
+    for k, name in enumerate(names):
+        core = sorted(os.sched_getaffinity(0))[(r + k) % 2]
+        out = work / f"round{r}" / name
+        cmd = ["taskset", "-c", str(core), "regkit", "register", "--pairs", str(manifest), "--out", str(out),
+               "--device", "cpu", "--no-progress", *variants[name]]
+        log = (work / f"round{r}" / f"{name}.log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started[name] = time.perf_counter()
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
+    while len(ended) < len(procs):
+        for name, p in procs.items():
+            if name not in ended and p.poll() is not None:
+                ended[name] = time.perf_counter()
+                if p.returncode != 0:
+                    raise SystemExit(f"{name} failed (exit {p.returncode}); see {work / f'round{r}' / f'{name}.log'}")
+        time.sleep(0.02)
+    return {name: ended[name] - started[name] for name in names}
+
+
+def round_summary(diffs: list) -> str:
+    """Mean, standard deviation and paired t of per-round whole-process differences."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return f"mean {mean:+.2f} s"
+    sd = statistics.stdev(diffs)
+    t = mean / (sd / len(diffs) ** 0.5) if sd > 0 else float("-inf" if mean < 0 else "inf")
+    return f"mean {mean:+.2f} s, sd {sd:.2f} s, paired t = {t:.1f} ({len(diffs)} rounds)"
+
+
+def whole_process_lines(works) -> list:
+    """Per-round whole-process differences recorded in each work folder's ``timings.json``."""
+    diffs = []
+    for work in works:
+        path = Path(work) / "timings.json"
+        if path.is_file():
+            seconds = json.loads(path.read_text())["seconds_per_process"]
+            (first, a), (second, b) = sorted(seconds.items(), key=lambda kv: kv[0] != "optimiser")
+            diffs += [y - x for x, y in zip(a, b)]
+    if not diffs:
+        return []
+    return [f"whole processes, {second} − {first} per round: faster in {sum(d < 0 for d in diffs)} of {len(diffs)}; "
+            + round_summary(diffs)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, nargs="?", help="a synth.py folder (pairNN_{moving,fixed}[_labels].nii.gz)")
@@ -84,9 +145,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=Path, help="scratch folder (replaced)")
     ap.add_argument("--evaluate", type=Path, default=None, help="the benchmark's evaluate.py (else regkit's Dice)")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run both commands at once, each on its own core with one thread (cores swapped every round)")
     a = ap.parse_args()
     if a.pool:
-        print("\n".join(per_pair_lines(a.pool)))
+        from pool_runs import stage_seconds  # benchmarks/ is on sys.path when run as a script
+
+        rounds = [r for w in a.pool for r in sorted(Path(w).glob("round*"))]
+        print("\n".join(whole_process_lines(a.pool) + per_pair_lines(a.pool) + [stage_seconds(rounds)]))
         return
     if a.data is None or a.model is None or a.work is None:
         ap.error("DATA, --model and --work are needed (or --pool)")
@@ -100,6 +166,11 @@ def main() -> None:
     names = list(variants)
     seconds = {n: [] for n in names}
     for r in range(a.rounds):
+        if a.side_by_side:
+            for name, t in run_side_by_side(a.work, r, manifest, variants, names).items():
+                seconds[name].append(t)
+                print(f"round {r} {name}: {t:.1f} s", flush=True)
+            continue
         for name in (names if r % 2 == 0 else names[::-1]):
             out = a.work / f"round{r}" / name
             cmd = ["regkit", "register", "--pairs", str(manifest), "--out", str(out), "--device", "cpu", "--no-progress",
@@ -111,14 +182,15 @@ def main() -> None:
     dice = {n: statistics.mean(mean_dice(a.data, p, a.work / "round0" / n / f"pair{i:03d}", a.evaluate)
                                for i, p in enumerate(pairs, start=1)) for n in names}
     diffs = [b - o for o, b in zip(seconds[names[0]], seconds[names[1]])]
-    print(f"\n{len(pairs)} pairs per process, {a.rounds} rounds, whole `regkit register --pairs` processes")
+    how = "side by side, one core and one thread each" if a.side_by_side else "one after the other, all cores"
+    print(f"\n{len(pairs)} pairs per process, {a.rounds} rounds, whole `regkit register --pairs` processes ({how})")
     print("| | " + " | ".join(names) + " |\n|---|---|---|")
     print(f"| Dice (mean over pairs{', evaluate.py' if a.evaluate else ''}) | " + " | ".join(f"{dice[n]:.4f}" for n in names) + " |")
     print("| seconds per process, each round | " + " | ".join(", ".join(f"{s:.1f}" for s in seconds[n]) for n in names) + " |")
     print("| seconds per pair (median round) | " + " | ".join(f"{statistics.median(seconds[n]) / len(pairs):.2f}" for n in names) + " |")
     print(f"\n{names[1]} − {names[0]}, per round: " + ", ".join(f"{d:+.1f} s" for d in diffs)
           + f"; median {statistics.median(diffs):+.1f} s per process ({statistics.median(diffs) / len(pairs):+.2f} s per pair), "
-          f"faster in {sum(d < 0 for d in diffs)} of {len(diffs)} rounds")
+          f"faster in {sum(d < 0 for d in diffs)} of {len(diffs)} rounds; {round_summary(diffs)}")
     print("\n".join(per_pair_lines([a.work])))
     (a.work / "timings.json").write_text(json.dumps({"seconds_per_process": seconds, "dice": dice}, indent=1))
 
