@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=None, help="only the first N pairs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr-mm", type=float, default=None, help="Adam step of the deformable levels (preset: 0.5)")
+    ap.add_argument("--warmup", type=int, default=None, help="deformable.warmup_iterations (preset: 3)")
+    ap.add_argument("--metric", default=None, help="similarity (preset: lncc), e.g. mi for T2/T1 pairs")
     a = ap.parse_args()
 
     import torch
@@ -59,6 +61,10 @@ def main() -> None:
         cfg["deformable"]["levels"] = parse_schedule(text)
         if a.lr_mm is not None:
             cfg["deformable"]["lr_mm"] = a.lr_mm
+        if a.warmup is not None:
+            cfg["deformable"]["warmup_iterations"] = a.warmup
+        if a.metric is not None:
+            cfg["metric"] = a.metric
         configs[text] = cfg
     names = sorted(p.name[: -len("_moving.nii.gz")] for p in a.data.glob("pair*_moving.nii.gz"))[: a.pairs]
     scores = {(s, t): [] for s in starts for t in configs}
