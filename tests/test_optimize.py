@@ -349,3 +349,22 @@ def test_a_level_started_from_the_coarser_field_does_not_lose_it_on_its_first_st
     plain_second = [lv for lv in plain.log["levels"] if lv["stage"] == "deformable"][1]
     assert plain_second["loss"][1] > plain_second["loss"][0]                   # what the warm-up is for
     assert second["loss"][-1] <= plain_second["loss"][-1] + 1e-3
+
+
+def test_small_anatomy_is_registered_like_the_same_anatomy_at_human_size(pair):
+    """The sample pair with every voxel size divided by 10 (a 16 mm brain, like a mouse's): the
+    preset's mm lengths scale with the anatomy, so the result matches the human-size one (before:
+    3-5 voxel grids and mm-sized steps, Dice 0.45 against 0.92)."""
+    def shrunk(image: Image) -> Image:
+        affine = image.affine.clone()
+        affine[:3, :] = affine[:3, :] * 0.1
+        return Image(image.data, affine, image.is_label)
+
+    human = register(pair["moving"], pair["fixed"], config="fast")
+    small = register(shrunk(pair["moving"]), shrunk(pair["fixed"]), config="fast")
+    assert "length_scale" not in human.log
+    assert 0.08 < small.log["length_scale"] < 0.12, small.log["length_scale"]
+    d_human = mean_dice(pair["fixed_labels"], resample(pair["moving_labels"], human.transform, pair["fixed"]))
+    fixed_small, labels_small = shrunk(pair["fixed"]), shrunk(pair["moving_labels"])
+    d_small = mean_dice(shrunk(pair["fixed_labels"]), resample(labels_small, small.transform, fixed_small))
+    assert d_small > d_human - 0.02, (d_small, d_human)

@@ -118,6 +118,9 @@ def log_text(log: Dict) -> str:
     lines = ["regkit register", f"device: {log.get('device')}  threads: {log.get('threads')}  seed: {log.get('seed')}",
              f"fixed grid {log.get('fixed_shape')}  moving grid {log.get('moving_shape')}  working box {log.get('working_box')}",
              "settings: " + json.dumps(log.get("config", {}), default=str)]
+    if "length_scale" in log:
+        lines.append(f"lengths scaled by {log['length_scale']:g}: the fixed foreground is small for the preset's mm "
+                     "(spacings, control grids, steps and margin scaled alike)")
     if "model" in log:
         lines.append(f"model: {log['model']} (prediction {log.get('predict_seconds')} s, then {log.get('refine', 0)} refinement iterations)")
     if "initial_transform" in log:
