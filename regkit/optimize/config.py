@@ -53,7 +53,8 @@ class DeformableStage(_Strict):
     lr_mm: float = Field(0.5, gt=0, description="Adam step for the velocity/displacement (mm)")
     warmup_iterations: int = Field(3, ge=0, description=(
         "a level that starts from a field (the previous level's, or a cascade's prediction) ramps its "
-        "Adam step up over this many iterations instead of moving every control point by lr_mm at once"))
+        "Adam step up over this many iterations (at most a third of the level's) instead of moving every "
+        "control point by lr_mm at once"))
     regularizer: Literal["diffusion", "bending"] = "diffusion"
     regularization_weight: float = Field(1.0, ge=0)
     folding_weight: float = Field(0.0, ge=0, description="weight of the det J <= 0 penalty (0: off)")

@@ -133,7 +133,7 @@ def optimize_deformable(levels: List[Level], outer: Transform, sim: Similarity, 
         log = run_adam([{"params": [v], "lr": stage.lr_mm}], loss_fn, settings.iterations,
                        config.early_stop_window, config.early_stop_tolerance, progress=progress,
                        desc=f"deformable {i + 1}/{len(levels)} @{level.spacing_mm:g}mm",
-                       warmup=stage.warmup_iterations if params is not None else 0)
+                       warmup=min(stage.warmup_iterations, settings.iterations // 3) if params is not None else 0)
         log.update(stage="deformable", level=i, spacing_mm=level.spacing_mm, grid=list(level.grid.shape),
                    control_grid=list(grid.shape), control_spacing_mm=float(grid.spacing.min()))
         logs.append(log)
