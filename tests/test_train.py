@@ -366,3 +366,40 @@ def test_training_boxes_are_the_ones_prediction_uses(tmp_path, sample_paths):
     sample = PairDataset([PairPaths(moved, sample_paths["fixed"], None, None)], model_config).sample(0)
     assert sample["fixed"].std() > 0.1
     assert torch.allclose(sample["moving"], sample["fixed"], atol=1e-4)
+
+
+def test_manifests_as_spreadsheets_write_them(tmp_path, sample_paths):
+    """Excel's "CSV UTF-8" (a byte-order mark), spaces after the commas and ';'-separated files;
+    a JSON path that is not a string: read, or refused naming what was found (not a TypeError)."""
+    from regkit.errors import InputError
+    from regkit.train.data import read_manifest
+
+    m, f = sample_paths["moving"], sample_paths["fixed"]
+    (tmp_path / "bom.csv").write_bytes(f"\ufeffmoving, fixed\n{m}, {f}\n".encode("utf-8"))
+    assert read_manifest(tmp_path / "bom.csv")[0].fixed == f
+    (tmp_path / "semi.csv").write_text(f"moving;fixed\n{m};{f}\n")
+    with pytest.raises(InputError, match=r"found: moving;fixed\); is the file comma-separated"):
+        read_manifest(tmp_path / "semi.csv")
+    (tmp_path / "num.json").write_text(f'[{{"moving": "{m}", "fixed": 5}}]')
+    with pytest.raises(InputError, match=r"pair 1: fixed must be a file path, not int 5"):
+        read_manifest(tmp_path / "num.json")
+
+
+def test_resuming_an_older_checkpoint_of_the_folder_does_not_overwrite_the_newer_one(tmp_path, sample_paths):
+    """--resume run/best.safetensors (or any older checkpoint in the run's folder) overwrote the
+    newer last.safetensors and cut log.csv, without --force."""
+    import shutil
+
+    from regkit.errors import OutputExistsError
+    from regkit.nn.checkpoint import read_checkpoint
+    from regkit.train.loop import train
+
+    run = tmp_path / "run"
+    train(_config(tmp_path, sample_paths, optim={"steps": 2}), out_dir=run, progress=False)
+    shutil.copy(run / "last.safetensors", run / "step2.safetensors")
+    train(_config(tmp_path, sample_paths, optim={"steps": 3}), out_dir=run, resume=run / "last.safetensors", progress=False)
+    with pytest.raises(OutputExistsError, match=r"last.safetensors is at step 3, after step2.safetensors \(step 2\)"):
+        train(_config(tmp_path, sample_paths, optim={"steps": 4}), out_dir=run, resume=run / "step2.safetensors", progress=False)
+    assert read_checkpoint(run / "last.safetensors").step == 3
+    train(_config(tmp_path, sample_paths, optim={"steps": 4}), out_dir=run, resume=run / "step2.safetensors", force=True, progress=False)
+    assert read_checkpoint(run / "last.safetensors").step == 4

@@ -51,14 +51,17 @@ def read_manifest(path: Path) -> List[PairPaths]:
         if not isinstance(rows, list):
             raise InputError("JSON manifest must be a list of {moving, fixed, ...} objects", p)
     else:
-        with p.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        with p.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
+            reader = csv.DictReader(f, skipinitialspace=True)
+            rows = [{(k.strip() if isinstance(k, str) else k): v for k, v in row.items()} for row in reader]
     if not rows:
         raise InputError("manifest lists no pairs", p)
     pairs = []
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not row.get("moving") or not row.get("fixed"):
-            raise InputError(f"pair {n} needs 'moving' and 'fixed' entries", p)
+            found = f" (found: {', '.join(map(str, row))})" if isinstance(row, dict) else ""
+            hint = "; is the file comma-separated?" if isinstance(row, dict) and any(";" in str(k) for k in row) else ""
+            raise InputError(f"pair {n} needs 'moving' and 'fixed' entries{found}{hint}", p)
         if None in row:  # csv.DictReader files fields beyond the header under None: they would be dropped
             raise InputError(f"pair {n} has more fields than the header names ({', '.join(row[None])}); "
                              f"name every column in the header (moving,fixed,moving_labels,fixed_labels)", p)
@@ -68,6 +71,8 @@ def read_manifest(path: Path) -> List[PairPaths]:
         files = {}
         for key in KEYS:
             value = row.get(key)
+            if value and not isinstance(value, str):
+                raise InputError(f"pair {n}: {key} must be a file path, not {type(value).__name__} {value!r}", p)
             if value:
                 f = Path(value) if Path(value).is_absolute() else p.parent / value
                 if not f.is_file():

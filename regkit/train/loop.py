@@ -230,6 +230,14 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         if Path(resume).resolve().parent != out.resolve():  # resuming ANOTHER run here would overwrite this one
             raise OutputExistsError(f"holds another run ({LAST}); resuming {resume} here would overwrite it: "
                                     "give a new --out, or --force", out)
+        if Path(resume).resolve() != (out / LAST).resolve():  # e.g. --resume run/best.safetensors: an older step
+            from regkit.nn.checkpoint import read_checkpoint
+
+            newer, older = read_checkpoint(out / LAST).step, read_checkpoint(Path(resume)).step
+            if newer > older:
+                raise OutputExistsError(f"{LAST} is at step {newer}, after {Path(resume).name} (step {older}); resuming "
+                                        f"from step {older} here would overwrite it and cut log.csv: give a new --out, "
+                                        "or --force", out)
     torch.manual_seed(config.seed)
     model = CascadeNet(config.model).to(dist.device)
     optimizer = make_optimizer(model, config.optim)
