@@ -403,3 +403,23 @@ def test_resuming_an_older_checkpoint_of_the_folder_does_not_overwrite_the_newer
     assert read_checkpoint(run / "last.safetensors").step == 3
     train(_config(tmp_path, sample_paths, optim={"steps": 4}), out_dir=run, resume=run / "step2.safetensors", force=True, progress=False)
     assert read_checkpoint(run / "last.safetensors").step == 4
+
+
+def test_resuming_another_folders_run_over_an_old_one_keeps_nothing_of_the_old_one(tmp_path, sample_paths):
+    """train --force --resume B/last.safetensors --out A (A holds an older run): A's best model
+    (reported as this run's) and A's log rows stayed; and a changed optim.weight_decay was
+    ignored on resume (the optimizer state's old value won)."""
+    from regkit.nn.checkpoint import read_checkpoint
+    from regkit.train.loop import train
+
+    manifest = str(tmp_path / "pairs.csv")
+    a, b = tmp_path / "A", tmp_path / "B"
+    validated = dict(val_every=2, data={"manifest": manifest, "val_manifest": manifest})
+    train(_config(tmp_path, sample_paths, optim={"steps": 2}, **validated), out_dir=a, progress=False)
+    train(_config(tmp_path, sample_paths, optim={"steps": 2}, **validated), out_dir=b, progress=False)
+    resumed = _config(tmp_path, sample_paths, optim={"steps": 4, "weight_decay": 0.5}, **validated)
+    result = train(resumed, out_dir=a, resume=b / "last.safetensors", force=True, progress=False)
+    assert [row.split(",")[0] for row in (a / "log.csv").read_text().splitlines()[1:]][0] == "3"
+    assert result.best == a / "best.safetensors" and read_checkpoint(a / "best.safetensors").step == 4
+    groups = read_checkpoint(a / "last.safetensors").metadata["optimizer_param_groups"]
+    assert all(g["weight_decay"] == 0.5 for g in groups)

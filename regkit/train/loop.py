@@ -246,6 +246,10 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     if resume is not None:
         ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
         step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
+        for group in optimizer.param_groups:  # the optimizer state carries the old run's; the config's applies
+            group["weight_decay"] = config.optim.weight_decay
+        if Path(resume).resolve().parent != out.resolve():  # another folder's run (--force): its best is not here
+            best_metric = None
         if step >= config.optim.steps:
             log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
                         "(N > %d) to train on", resume, step, config.optim.steps, step)
@@ -270,11 +274,12 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     run_log, bar = None, None
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if resume is None and (out / BEST).exists():  # starting over (--force): a best model of the old run must not stay
+        same_run = resume is not None and Path(resume).resolve().parent == out.resolve()
+        if not same_run and (out / BEST).exists():  # starting over or resuming another folder's run (--force)
             (out / BEST).unlink()
-            log.info("%s: removed the previous run's %s (starting over)", out, BEST)
+            log.info("%s: removed the previous run's %s", out, BEST)
         _write_config(out / "config.yaml", config)
-        run_log = RunLog(out, append=resume is not None, after_step=step)
+        run_log = RunLog(out, append=same_run, after_step=step)
         if progress:
             from tqdm import tqdm
 
@@ -346,7 +351,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             run_log.close()
     result.step, result.best_metric, result.model = step, best_metric, model
     result.last = out / LAST
-    if result.best is None and resume is not None and (out / BEST).exists():  # written before the resume
+    if result.best is None and resume is not None and (out / BEST).exists():  # written before the resume (same folder)
         result.best = out / BEST
     dist.close()
     return result
