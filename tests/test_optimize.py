@@ -185,6 +185,11 @@ def test_non_finite_settings_are_refused_and_a_diverged_result_is_not_returned(p
         "regularization_weight": 1e39, "levels": [{"spacing_mm": 6, "control_spacing_mm": 12, "iterations": 2}]}}
     with pytest.raises(RegistrationError, match="diverged.*deformable level 0"):
         register(pair["moving"], pair["fixed"], config=cfg)
+    for lr in (1e6, 50.0):  # finite but runaway: exit 0 with 1e5 mm displacements / Dice 0.59 before
+        cfg = {"affine": {"levels": [{"spacing_mm": 6, "iterations": 5}]}, "deformable": {
+            "lr_mm": lr, "levels": [{"spacing_mm": 5, "control_spacing_mm": 10, "iterations": 3}]}}
+        with pytest.raises(RegistrationError, match=r"diverged \(deformable level 0 @5mm ended at loss .*above its start"):
+            register(pair["moving"], pair["fixed"], config=cfg)
 
 
 def test_truncated_moving_field_of_view_does_not_pull_the_field(pair):
