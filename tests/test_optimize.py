@@ -373,3 +373,16 @@ def test_small_anatomy_is_registered_like_the_same_anatomy_at_human_size(pair):
     fixed_small, labels_small = shrunk(pair["fixed"]), shrunk(pair["moving_labels"])
     d_small = mean_dice(shrunk(pair["fixed_labels"]), resample(labels_small, small.transform, fixed_small))
     assert d_small > d_human - 0.02, (d_small, d_human)
+
+
+def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair, tmp_path):
+    """--force into a folder of an earlier run with labels and QC: its warped_labels.nii.gz and
+    qc.png stayed next to the new result (describing another transform)."""
+    from regkit.optimize.outputs import write_result
+
+    result = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
+    for name in ("warped_labels.nii.gz", "qc.png", "warp.nii.gz", "notes.txt"):
+        (tmp_path / name).write_text("from an earlier run")
+    written = {p.name for p in write_result(result, tmp_path, force=True)}
+    assert "warped.nii.gz" in written and "warp.nii.gz" not in written          # affine only: no warp
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written | {"notes.txt"})
