@@ -2,8 +2,8 @@
 
 The network always works on ONE canonical grid: axis-aligned RAS, ``shape`` voxels of
 ``spacing_mm``, whose centre is the world origin. A pair is put on it by translating its world
-coordinates so that the fixed image's field-of-view centre ``c`` lands on the origin: a network
-point ``p`` is the world point ``p + c``. A transform ``T`` predicted in network coordinates is
+coordinates so that a centre ``c`` lands on the origin — each image's intensity centre of mass
+(:func:`regkit.nn.predict.predict`, and training alike): a network point ``p`` is the world point ``p + c``. A transform ``T`` predicted in network coordinates is
 ``x -> T(x - c) + c`` in world coordinates: the same parameters with every field grid (and the
 affine's centre) shifted by ``c`` — see :meth:`regkit.nn.cascade.CascadeNet.to_world`.
 """
@@ -65,7 +65,7 @@ def normalize_intensity(image: Image, config: IntensityConfig) -> Image:
 
 def grid_world_points(grid_affine: Tensor, shape: Sequence[int], offset_mm: Tensor, points_transform=None, device=None) -> Tensor:
     """World mm ``(X, Y, Z, 3)`` that the network grid's voxels sample, the grid placed at
-    ``offset_mm`` (world position of the network origin, i.e. the fixed image's centre).
+    ``offset_mm`` (world position of the network origin, e.g. the fixed image's centre of mass).
 
     ``points_transform`` (optional, e.g. augmentation) acts on network points first.
     """
@@ -84,7 +84,7 @@ def onto_grid(image: Image, grid_affine: Tensor, shape: Sequence[int], offset_mm
 
     Args:
         grid_affine: the canonical grid's voxel→network-world affine.
-        offset_mm: world position of the network origin (the fixed image's centre), (3,).
+        offset_mm: world position of the network origin (e.g. the fixed image's centre of mass), (3,).
         points_transform: optional callable on network points ``(X, Y, Z, 3)`` applied before
             sampling (augmentation).
         mode: ``"linear"`` or ``"nearest"`` (default: nearest for label images).
