@@ -187,6 +187,32 @@ def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair
     assert "start: Compose" in log_text(refined.log)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 7, 20, 40, 41])
+def test_refine_n_runs_exactly_n_iterations(steps):
+    """--refine 1/2/3 ran 2/3/3 iterations (each level got at least one, shares were rounded
+    apart); now the default preset's levels (30 @4 mm + 10 @2 mm) share exactly N."""
+    from regkit.nn.register import refine_config
+
+    levels = refine_config("default", steps).deformable.levels
+    counts = [level.iterations for level in levels]
+    assert sum(counts) == steps and all(n > 0 for n in counts)
+    expected = {1: [1], 2: [2], 3: [2, 1], 20: [15, 5], 40: [30, 10]}
+    if steps in expected:
+        assert counts == expected[steps], counts
+    assert refine_config("default", 0).deformable.enabled is False
+
+
+def test_refinement_log_counts_the_iterations_asked_for(pair):
+    from regkit.nn.register import register_with_model
+
+    moving, fixed = pair
+    two_levels = {"deformable": {"levels": [{"spacing_mm": 8.0, "control_spacing_mm": 16.0, "iterations": 3},
+                                            {"spacing_mm": 5.0, "control_spacing_mm": 10.0, "iterations": 1}]}}
+    result = register_with_model(moving, fixed, _model(perturb=True), refine=2, config=two_levels)
+    ran = [lv["iterations"] for lv in result.log["levels"] if lv["stage"] != "affine"]
+    assert ran == [2], result.log["levels"]  # was [2, 1]: 3 iterations for --refine 2
+
+
 def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_paths):
     from regkit.nn.checkpoint import model_tensors, write_checkpoint
     from regkit.nn.register import rank_share, register_cohort

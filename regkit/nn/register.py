@@ -19,8 +19,9 @@ PathLike = Union[str, Path]
 def refine_config(config=None, steps: int = 0, metric: Optional[str] = None):
     """The optimiser's config (preset name, YAML path, dict or config; ``default`` when None) as
     a refinement of a given start: its deformable levels, coarse to fine, with their iterations
-    scaled to add up to ``steps`` (each level at least one; ``default`` at 40 is its own 30 + 10);
-    ``steps == 0`` turns the deformable stage off (the prediction is the result).
+    scaled to add up to exactly ``steps`` (``default`` at 40 is its own 30 + 10, at 20 it is
+    15 + 5; a level whose share rounds to none is left out, so ``--refine 1`` runs one 4 mm
+    iteration); ``steps == 0`` turns the deformable stage off (the prediction is the result).
 
     All levels, not just the finest: a cascade's remaining error is mostly coarse, and a 4 mm
     iteration costs about an eighth of a 2 mm one."""
@@ -28,10 +29,27 @@ def refine_config(config=None, steps: int = 0, metric: Optional[str] = None):
 
     cfg = load_config(config, metric=metric)
     levels = cfg.deformable.levels
-    total = sum(level.iterations for level in levels) or 1
-    scaled = [level.model_copy(update={"iterations": max(1, round(steps * level.iterations / total))}) for level in levels]
-    deformable = cfg.deformable.model_copy(update={"enabled": steps > 0, "levels": scaled if steps > 0 else levels[-1:]})
+    if steps <= 0:
+        deformable = cfg.deformable.model_copy(update={"enabled": False, "levels": levels[-1:]})
+        return cfg.model_copy(update={"deformable": deformable})
+    counts = split_iterations(steps, [level.iterations for level in levels])
+    scaled = [level.model_copy(update={"iterations": n}) for level, n in zip(levels, counts) if n > 0]
+    deformable = cfg.deformable.model_copy(update={"enabled": True, "levels": scaled})
     return cfg.model_copy(update={"deformable": deformable})
+
+
+def split_iterations(steps: int, weights: List[int]) -> List[int]:
+    """``steps`` split in proportion to ``weights`` by largest remainders: whole numbers that add
+    up to exactly ``steps`` (ties go to the earlier, coarser level)."""
+    total = sum(weights)
+    if total <= 0:  # no iterations configured: spread evenly
+        weights, total = [1] * len(weights), len(weights)
+    quotas = [steps * w / total for w in weights]
+    counts = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in by_remainder[: steps - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def load(model: Union[PathLike, torch.nn.Module], device: Optional[str] = None) -> torch.nn.Module:
