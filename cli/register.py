@@ -47,7 +47,9 @@ Examples:
 optimiser iterations over the preset's deformable levels (40 = the default preset's 30 @4 mm +
 10 @2 mm), starting from the prediction (0: the prediction is the result). --pairs
 MANIFEST (CSV/JSON: moving,fixed[,moving_labels,fixed_labels]) registers a cohort into
-DIR/pairNNN/; under torchrun each process takes its share.
+DIR/pairNNN/ and lists them in DIR/cohort_rank0.csv; a pair that fails is listed with its reason
+and the others go on (the exit code says that some failed); under torchrun each process takes
+its share.
 
 {EXIT_CODES_HELP}"""
 
@@ -95,8 +97,10 @@ def add_to(app: typer.Typer) -> None:
             if given:  # they would be silently ignored: one pair's files do not fit a cohort
                 raise InputError(f"--pairs takes the images (and moving_labels) from the manifest; {', '.join(given)} "
                                  "cannot be combined with it", pairs)
-            from regkit.cli.common import resolve_device
+            from regkit.cli.common import resolve_device, setup_logging
             from regkit.nn.register import register_cohort
+
+            setup_logging()  # a line per pair: which were registered, which failed and why
 
             rows = register_cohort(pairs, out, model, refine, config, metric, resolve_device(device), force,
                                    default_value=default_value)

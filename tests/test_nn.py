@@ -272,6 +272,35 @@ def test_cli_register_with_model_and_cohort(tmp_path, sample_paths):
     assert (tmp_path / "c" / "pair001" / "field.nii.gz").is_file()
 
 
+def test_cohort_goes_on_past_a_bad_pair_and_lists_it(tmp_path, sample_paths):
+    """One unreadable image stopped the whole cohort with no CSV; now the other pairs are
+    registered, the CSV says which failed and why, and the exit code is not 0."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.nn.checkpoint import model_tensors, write_checkpoint
+
+    model = _model(perturb=True)
+    ckpt = write_checkpoint(tmp_path / "m.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image at all" * 10)
+    s = {k: str(v) for k, v in sample_paths.items()}
+    (tmp_path / "pairs.csv").write_text("moving,fixed\n" + f"{s['moving']},{s['fixed']}\n" + f"{broken},{s['fixed']}\n"
+                                        + f"{s['fixed']},{s['moving']}\n")
+    out = tmp_path / "c"
+    r = CliRunner().invoke(app, ["register", "--pairs", str(tmp_path / "pairs.csv"), "--model", str(ckpt), "--out", str(out),
+                                 "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    assert "1 of 3 pairs failed" in r.output and "broken.nii.gz" in r.output and "Traceback" not in r.output, r.output
+    assert (out / "pair001" / "field.nii.gz").is_file() and (out / "pair003" / "field.nii.gz").is_file()
+    assert not (out / "pair002").exists()
+    rows = list(csv.DictReader((out / "cohort_rank0.csv").open()))
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert "broken.nii.gz" in rows[1]["error"] and rows[1]["seconds"] == "" and float(rows[0]["seconds"]) > 0
+
+
 def _keypoint_net(seed: int = 0):
     from regkit.nn.networks import KeypointAffineNet
 

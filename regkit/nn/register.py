@@ -4,6 +4,7 @@ iterations (``regkit.optimize.register`` with ``initial_transform``), returned a
 Also a cohort runner over a pairs manifest that splits the pairs between torchrun ranks."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from regkit.image import Image
 
 PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
 
 
 def refine_config(config=None, steps: int = 0, metric: Optional[str] = None):
@@ -125,14 +127,17 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
 
     Pair ``n`` (1-based, manifest order) goes to ``out_dir/pairNNN/`` with the files of
     ``regkit register --out``. Under torchrun each rank takes every WORLD_SIZE-th pair (checking
-    its own outputs before any work) and writes ``out_dir/cohort_rank<R>.csv``.
+    its own outputs before any work) and writes ``out_dir/cohort_rank<R>.csv``
+    (``pair,moving,fixed,seconds,status,error``).
     ``default_value``: the warped images' value where the moving image does not reach.
+
+    A pair that cannot be registered (unreadable image, no overlap, divergence...) is logged,
+    written to the CSV as ``failed`` with its one-line reason, and the other pairs go on; when
+    any failed, the error raised after the CSV is written says how many and names the first.
     """
-    from regkit.checks import check_has_contrast
     from regkit.errors import RegkitError
     from regkit.io.atomic import write_text
-    from regkit.io.images import load_image, load_label, stored_integer_dtype
-    from regkit.optimize import register
+    from regkit.io.images import load_label, stored_integer_dtype
     from regkit.optimize.outputs import check_outputs, write_result
     from regkit.train.data import read_manifest
 
@@ -142,24 +147,53 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
         check_outputs(out / f"pair{n:03d}", pair.moving_labels is not None, force)
     net = load(model, device) if model is not None else None
     rows: List[Dict[str, object]] = []
-    for n, pair in mine:
-        moving, fixed = load_image(pair.moving), load_image(pair.fixed)
-        check_has_contrast(moving, pair.moving)
-        check_has_contrast(fixed, pair.fixed)
+    failures: List[RegkitError] = []
+    for count, (n, pair) in enumerate(mine, start=1):
+        row: Dict[str, object] = {"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": "",
+                                  "status": "ok", "error": ""}
         try:
-            if net is not None:
-                result = register_with_model(moving, fixed, net, refine, config, metric, device, default_value, str(model))
-            else:
-                result = register(moving, fixed, config=config, device=device, metric=metric, default_value=default_value)
-        except RegkitError as e:  # name the pair: the library does not know the file names
-            if e.path is not None:
-                raise
-            raise type(e)(f"pair {n} ({pair.moving} -> {pair.fixed}): {e}") from e
-        labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
-        write_result(result, out / f"pair{n:03d}", labels, force=force,
-                     labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
-        rows.append({"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": result.log["total_seconds"]})
+            labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
+            result = _register_pair(pair, net, refine, config, metric, device, default_value, model)
+            write_result(result, out / f"pair{n:03d}", labels, force=force,
+                         labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
+            row["seconds"] = result.log["total_seconds"]
+            log.info("pair %d (%d of %d): registered in %.1f s -> %s", n, count, len(mine), result.log["total_seconds"],
+                     out / f"pair{n:03d}")
+        except RegkitError as e:  # this pair is lost, the others are not
+            named = type(e)(f"pair {n}: {e}" if e.path is not None else f"pair {n} ({pair.moving} -> {pair.fixed}): {e}")
+            failures.append(named)
+            row.update(status="failed", error=str(named))
+            log.warning("pair %d (%d of %d) FAILED: %s", n, count, len(mine), named)
+        rows.append(row)
     if rows:
-        lines = [",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]
-        write_text(out / f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv", "\n".join(lines) + "\n", force=True)
+        write_text(out / f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv", _csv_text(rows), force=True)
+    if failures:
+        first = failures[0]
+        raise type(first)(f"{len(failures)} of {len(rows)} pairs failed (the others are in {out}; "
+                          f"see cohort_rank{int(os.environ.get('RANK', '0'))}.csv); first: {first}")
     return rows
+
+
+def _register_pair(pair, net, refine: int, config, metric, device, default_value: float, model):
+    """One manifest pair: read, check and register (by the cascade when ``net`` is given)."""
+    from regkit.checks import check_has_contrast
+    from regkit.io.images import load_image
+    from regkit.optimize import register
+
+    moving, fixed = load_image(pair.moving), load_image(pair.fixed)
+    check_has_contrast(moving, pair.moving)
+    check_has_contrast(fixed, pair.fixed)
+    if net is not None:
+        return register_with_model(moving, fixed, net, refine, config, metric, device, default_value, str(model))
+    return register(moving, fixed, config=config, device=device, metric=metric, default_value=default_value)
+
+
+def _csv_text(rows: List[Dict[str, object]]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
