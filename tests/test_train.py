@@ -423,3 +423,78 @@ def test_resuming_another_folders_run_over_an_old_one_keeps_nothing_of_the_old_o
     assert result.best == a / "best.safetensors" and read_checkpoint(a / "best.safetensors").step == 4
     groups = read_checkpoint(a / "last.safetensors").metadata["optimizer_param_groups"]
     assert all(g["weight_decay"] == 0.5 for g in groups)
+
+
+FREESURFER_VALUES = {1: 2, 2: 41, 3: 17, 4: 53, 5: 1024, 6: 2035}  # sample label → an aseg/aparc-like value
+
+
+def _relabelled(tmp_path, sample_paths) -> dict:
+    """The sample pair with its labels 1..6 stored as FreeSurfer-style values up to 2035."""
+    import nibabel as nib
+    import numpy as np
+
+    paths = dict(sample_paths)
+    for key in ("moving_labels", "fixed_labels"):
+        img = nib.load(str(sample_paths[key]))
+        data = np.asarray(img.dataobj).astype(np.int16)
+        out = np.zeros_like(data)
+        for old, new in FREESURFER_VALUES.items():
+            out[data == old] = new
+        paths[key] = tmp_path / f"fs_{key}.nii.gz"
+        nib.save(nib.Nifti1Image(out, img.affine, img.header), str(paths[key]))
+    return paths
+
+
+def test_freesurfer_style_label_values_become_few_dice_channels(tmp_path, sample_paths):
+    """Labels valued 2..2035 made 2036 one-hot channels (≈ 5 GB at the recipe's grid); now the
+    values found are the channels, the same pair gives the same indices up to their order, and
+    training gives the same losses as with labels 1..6."""
+    from regkit.train.data import PairDataset, read_manifest
+    from regkit.train.loop import train
+
+    from cascade_helpers import write_manifest
+
+    fs_paths = _relabelled(tmp_path, sample_paths)
+    config = _config(tmp_path, sample_paths)
+    plain = PairDataset(read_manifest(write_manifest(tmp_path / "plain.csv", sample_paths)), config.model)
+    fs = PairDataset(read_manifest(write_manifest(tmp_path / "fs.csv", fs_paths)), config.model)
+    assert plain.num_labels == 7 and fs.num_labels == 7
+    assert fs.label_values == [0, 2, 17, 41, 53, 1024, 2035]
+    order = torch.tensor([0] + [fs.label_values.index(FREESURFER_VALUES[v]) for v in range(1, 7)])
+    a, b = plain.sample(0), fs.sample(0)
+    assert torch.equal(order[a["fixed_labels"]], b["fixed_labels"]) and torch.equal(order[a["moving_labels"]], b["moving_labels"])
+    assert int(b["fixed_labels"].max()) == 6
+
+    losses = {}
+    for name, paths in (("plain", sample_paths), ("fs", fs_paths)):
+        manifest = write_manifest(tmp_path / f"{name}.csv", paths)
+        cfg = _config(tmp_path, sample_paths, optim={"steps": 2}, data={"manifest": str(manifest)},
+                      loss={"similarity": "lncc", "reg_weight": 0.1, "dice_weight": 1.0})
+        losses[name] = train(cfg, out_dir=tmp_path / f"run_{name}", progress=False).losses
+    assert losses["fs"] == pytest.approx(losses["plain"], rel=1e-4), losses
+
+
+def test_label_values_above_num_labels_are_refused_and_label_values_pick_channels(tmp_path, sample_paths):
+    """An explicit data.num_labels below the files' values silently turned them into background."""
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.train.data import PairDataset, read_manifest
+
+    from cascade_helpers import write_manifest
+
+    raw = tiny_config(tmp_path, sample_paths)
+    raw["data"]["num_labels"] = 4
+    raw["loss"]["dice_weight"] = 1.0
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                                 "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "holds label value 6, but data.num_labels is 4" in r.output and "labels.nii.gz" in r.output, r.output
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+    fs_paths = _relabelled(tmp_path, sample_paths)
+    chosen = PairDataset(read_manifest(write_manifest(tmp_path / "fs.csv", fs_paths)), _config(tmp_path, sample_paths).model,
+                         label_values=[41, 2])
+    assert chosen.num_labels == 3 and chosen.label_values == [0, 2, 41]
+    fixed = chosen.sample(0)["fixed_labels"]
+    assert set(torch.unique(fixed).tolist()) == {0, 1, 2}  # 17, 53, 1024 and 2035 count as background

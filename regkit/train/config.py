@@ -6,7 +6,7 @@ relative to the manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -23,7 +23,10 @@ class DataConfig(Strict):
     subjects: Optional[Path] = None
     label_suffix: str = "_labels"
     val_manifest: Optional[Path] = None
-    num_labels: Optional[int] = Field(None, ge=2, description="label values 0..num_labels-1; default: max over the label files + 1")
+    num_labels: Optional[int] = Field(None, ge=2, description="label values 0..num_labels-1 (a larger value is refused); "
+                                      "default: every value found in the label files")
+    label_values: Optional[List[int]] = Field(None, min_length=1, description="the label values the Dice terms use, e.g. "
+                                              "FreeSurfer's [2, 41, 17, 53]; others count as background")
     cache: bool = True
     prepare_on: Literal["device", "cpu"] = Field(
         "device", description="where cached images live and pairs are resampled/augmented: the training device "
@@ -33,6 +36,8 @@ class DataConfig(Strict):
     def _one_source(self) -> "DataConfig":
         if (self.manifest is None) == (self.subjects is None):
             raise ValueError("give exactly one of data.manifest and data.subjects")
+        if self.num_labels is not None and self.label_values is not None:
+            raise ValueError("give at most one of data.num_labels and data.label_values")
         return self
 
 

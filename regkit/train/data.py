@@ -10,7 +10,8 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -20,6 +21,8 @@ from regkit.image import Image
 from regkit.io.images import load_image, load_label
 from regkit.nn.config import ModelConfig
 from regkit.nn.grid import canonical_grid_affine, grid_world_points, normalize_intensity, onto_grid
+
+log = logging.getLogger(__name__)
 
 KEYS = ("moving", "fixed", "moving_labels", "fixed_labels")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mha", ".nrrd")
@@ -119,10 +122,17 @@ class PairDataset:
     network learns what is left after the optimiser's ``center_of_mass`` start.
 
     Images are read once, intensity-normalised with the model's rule and kept in memory.
+
+    Labels reach the loss as indices ``0..num_labels-1`` of ``label_values`` (0, background,
+    always first): by default every value found in the label files, so FreeSurfer-style maps
+    (2, 41, ..., 2035) need 45 one-hot channels, not 2036. ``num_labels`` instead means the
+    values ``0..num_labels-1`` and a file holding a larger value is refused; a value not in an
+    explicit ``label_values`` counts as background.
     """
 
     def __init__(self, pairs: List[PairPaths], model_config: ModelConfig, augment=None,
-                 num_labels: Optional[int] = None, cache: bool = True, device: Union[str, torch.device] = "cpu"):
+                 num_labels: Optional[int] = None, cache: bool = True, device: Union[str, torch.device] = "cpu",
+                 label_values: Optional[Sequence[int]] = None):
         self.pairs = pairs
         self.config = model_config
         self.augment = augment
@@ -135,14 +145,34 @@ class PairDataset:
         self._centres: Dict[Path, Tensor] = {}
         self.grid_affine = canonical_grid_affine(model_config.grid_shape, model_config.grid_spacing_mm)
         self.has_labels = all(p.has_labels for p in pairs)
-        self.num_labels = num_labels if num_labels or not self.has_labels else self._count_labels()
+        self._label_limit = num_labels  # an explicit 0..num_labels-1: larger values are refused
+        if label_values is None and num_labels:
+            label_values = range(num_labels)
+        if label_values is None and self.has_labels:
+            label_values = self._find_label_values()
+        self.label_values: Optional[List[int]] = sorted({0, *map(int, label_values)}) if label_values is not None else None
+        self.num_labels = len(self.label_values) if self.label_values is not None else None
+        contiguous = self.label_values is None or self.label_values == list(range(len(self.label_values)))
+        self._lookup = None if contiguous else torch.tensor(self.label_values, dtype=torch.float32, device=self.device)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _count_labels(self) -> int:
+    def _find_label_values(self) -> List[int]:
         files = {f for p in self.pairs for f in (p.moving_labels, p.fixed_labels)}
-        return 1 + max(int(self._load(f, True).data.max()) for f in files)
+        values = sorted({int(v) for f in files for v in torch.unique(self._load(f, True).data).tolist()} | {0})
+        if values != list(range(len(values))):
+            shown = ", ".join(map(str, values[:8])) + (f", ..., {values[-1]}" if len(values) > 8 else "")
+            log.info("labels: %d values (%s) used as Dice channels 0..%d", len(values), shown, len(values) - 1)
+        return values
+
+    def label_indices(self, labels: Tensor) -> Tensor:
+        """Label values → channel indices ``0..num_labels-1`` (values not in ``label_values``: 0)."""
+        labels = labels.round().long()
+        if self._lookup is None:
+            return labels
+        index = torch.searchsorted(self._lookup, labels.float()).clamp_max(len(self.label_values) - 1)
+        return torch.where(self._lookup[index] == labels, index, torch.zeros_like(index))
 
     def _load(self, path: Path, is_label: bool) -> Image:
         key = (path, is_label)
@@ -150,6 +180,10 @@ class PairDataset:
             return self._images[key]
         if is_label:
             image = load_label(path)
+            if self._label_limit and float(image.data.max()) >= self._label_limit:
+                raise InputError(f"holds label value {int(image.data.max())}, but data.num_labels is {self._label_limit} "
+                                 f"(values 0..{self._label_limit - 1}); leave num_labels out to use every value found, "
+                                 "or list the ones to use in data.label_values", path)
         else:
             image = normalize_intensity(load_image(path), self.config.intensity)
             if image.channels != self.config.in_channels:
@@ -178,7 +212,8 @@ class PairDataset:
 
     def sample(self, index: int, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         """Pair ``index`` on the grid: ``moving``/``fixed`` ``(C, X, Y, Z)`` float in [0, 1],
-        and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 when the pair has labels."""
+        and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 channel indices (see
+        :meth:`label_indices`) when the pair has labels."""
         from regkit.train.augment import random_intensity, random_spatial
 
         pair = self.pairs[index]
@@ -198,7 +233,7 @@ class PairDataset:
             labels_path = getattr(pair, f"{role}_labels")
             if self.has_labels and labels_path is not None:
                 labels = self._load(labels_path, True)
-                out[f"{role}_labels"] = onto_grid(labels, self.grid_affine, shape, centre, mode="nearest", points=points).round().long()
+                out[f"{role}_labels"] = self.label_indices(onto_grid(labels, self.grid_affine, shape, centre, mode="nearest", points=points))
         return out
 
 

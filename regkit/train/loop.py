@@ -254,11 +254,12 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
                         "(N > %d) to train on", resume, step, config.optim.steps, step)
     data_device = dist.device if config.data.prepare_on == "device" else "cpu"
-    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache, device=data_device)
+    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache,
+                            device=data_device, label_values=config.data.label_values)
     val_set = None
-    if config.data.val_manifest is not None:
-        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None,
-                              train_set.num_labels or config.data.num_labels, config.data.cache, device=data_device)
+    if config.data.val_manifest is not None:  # the training's label channels, whatever values validation holds
+        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None, None, config.data.cache,
+                              device=data_device, label_values=train_set.label_values or config.data.label_values)
     _check_labels_for_dice(train_set.pairs, config)
     train_set.check_readable()
     if val_set is not None:
