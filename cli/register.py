@@ -165,8 +165,9 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         if e.path is not None:
             raise
         raise InputError(f"{moving} -> {fixed}: {e}") from e
-    if predict_seconds is not None:  # the optimiser's register_seconds does not include it
+    if predict_seconds is not None:  # the optimiser's seconds do not include it; the total does, as in a cohort
         result.log["predict_seconds"] = round(predict_seconds, 3)
+        result.log["total_seconds"] = round(result.log["total_seconds"] + predict_seconds, 3)
     if model_name is not None:
         result.log.update(model=model_name, refine=int(refine))
     t_write = time.perf_counter()
