@@ -37,3 +37,18 @@ class RegistrationError(RegkitError):
     """Registration could not proceed, e.g. the images do not overlap (exit code 4)."""
 
     exit_code = 4
+
+
+def describe_validation_error(error) -> "tuple[str, str]":
+    """``(where, what)`` for the most telling problem of a pydantic ``ValidationError``: an unknown
+    (often mistyped) key first, as it explains the others; ``where`` is the dotted key path.
+    YAML 1.1 reads ``1e4`` (no dot) as text: a number-like string gets a hint."""
+    import re
+
+    first = sorted(error.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    what = "unknown setting (mistyped?)" if first["type"] == "extra_forbidden" else first["msg"]
+    value = first.get("input")
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+        what += f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e4, or in full)"
+    return where, what

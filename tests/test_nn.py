@@ -146,6 +146,14 @@ def test_checkpoint_of_another_architecture_is_an_input_error(tmp_path):
     wider = CascadeNet(ModelConfig.model_validate({**TINY_MODEL, "affine": {"scale": 2, "channels": [4, 16]}}))
     with pytest.raises(InputError, match="another model config"):
         load_model_state(wider, read_checkpoint(path), path)
+    # a model_config the code cannot build: the message names the key (it printed pydantic's header)
+    from regkit.nn.checkpoint import load_model
+
+    broken = small.config.model_dump(mode="json")
+    broken["grid_spacing_mm"] = -2.0
+    bad = write_checkpoint(tmp_path / "bad.safetensors", model_tensors(small), {"model_config": broken})
+    with pytest.raises(InputError, match=r"bad.safetensors: checkpoint's model_config is invalid at grid_spacing_mm: Input should be greater than 0"):
+        load_model(bad)
 
 
 def test_prediction_exports_like_any_transform(tmp_path, pair):

@@ -112,6 +112,10 @@ def test_config_and_manifest_errors_name_the_problem(tmp_path, sample_paths):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(InputError, match=r"bad.yaml.*optim.learning_rate"):
         load_train_config(tmp_path / "bad.yaml")
+    # YAML 1.1 reads 4e3 (no dot) as text: the error says so instead of "unable to parse string as an integer"
+    (tmp_path / "sci.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path, sample_paths)).replace("steps: 4", "steps: 4e3"))
+    with pytest.raises(InputError, match=r"sci.yaml: invalid training config at optim.steps: .*YAML reads 4e3 as text"):
+        load_train_config(tmp_path / "sci.yaml")
     (tmp_path / "m.csv").write_text("moving,fixed\nnope.nii.gz,also_missing.nii.gz\n")
     with pytest.raises(InputError, match=r"m.csv: pair 1: moving file .*nope.nii.gz does not exist"):
         read_manifest(tmp_path / "m.csv")

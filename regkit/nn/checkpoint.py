@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
-from regkit.errors import InputError
+from regkit.errors import InputError, describe_validation_error
 from regkit.io.atomic import atomic_path
 from regkit.nn.config import ModelConfig
 
@@ -151,6 +152,9 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
     ckpt = read_checkpoint(path)
     try:
         config = ckpt.model_config
+    except ValidationError as e:
+        where, what = describe_validation_error(e)
+        raise InputError(f"checkpoint's model_config is invalid at {where}: {what}", path) from e
     except Exception as e:
         raise InputError(f"checkpoint's model_config is invalid: {str(e).splitlines()[0]}", path) from e
     from regkit.resources import check_memory, minimum_prediction_bytes

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from regkit.errors import InputError
+from regkit.errors import InputError, describe_validation_error
 
 Metric = Literal["lncc", "mse", "mi", "mind"]
 
@@ -118,10 +118,7 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
     try:
         return RegistrationConfig.model_validate(data)
     except ValidationError as e:
-        # an unknown (often mistyped) key explains the other errors best: report it first
-        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown setting (mistyped?)" if err["type"] == "extra_forbidden" else err["msg"]
+        key, msg = describe_validation_error(e)
         raise InputError(f"setting '{key}': {msg}", origin) from None
 
 

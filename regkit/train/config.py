@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from regkit.errors import InputError
+from regkit.errors import InputError, describe_validation_error
 from regkit.nn.config import ModelConfig, Strict
 
 
@@ -148,7 +148,6 @@ def load_train_config(path: Union[str, Path]) -> TrainConfig:
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise InputError(f"invalid training config at {where}: {first['msg']} ({e.error_count()} problem(s))", p) from e
+        where, what = describe_validation_error(e)
+        raise InputError(f"invalid training config at {where}: {what} ({e.error_count()} problem(s))", p) from e
     return resolve_paths(config, p.parent)
