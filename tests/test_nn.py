@@ -135,6 +135,30 @@ def test_pickled_checkpoint_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("keep", [5, 100, 3000])
+def test_truncated_checkpoint_and_transform_files_say_truncated(tmp_path, pair, keep):
+    """A copy cut short was reported as 'not a safetensors file; pickled checkpoints are refused'
+    (checkpoints) or 'header too large' (transforms)."""
+    from regkit.errors import InputError
+    from regkit.io.transform_files import read_transform, write_transform
+    from regkit.nn.checkpoint import model_tensors, read_checkpoint, write_checkpoint
+    from regkit.nn.predict import predict
+
+    model = _model(perturb=True)
+    whole = write_checkpoint(tmp_path / "m.safetensors", model_tensors(model), {"model_config": model.config.model_dump(mode="json")})
+    transform = write_transform(predict(model, *pair), tmp_path / "t.regkit.safetensors")
+    for path, reader in ((whole, read_checkpoint), (transform, read_transform)):
+        cut = tmp_path / f"cut_{path.name}"
+        cut.write_bytes(path.read_bytes()[:keep])
+        expected = "not a regkit checkpoint" if keep < 9 and reader is read_checkpoint else "is truncated: "
+        if keep < 9 and reader is read_transform:
+            expected = "cannot be read as a regkit transform"
+        with pytest.raises(InputError, match=expected):
+            reader(cut)
+        reader(path)  # the whole file still reads
+    assert "is truncated" not in str(pytest.raises(InputError, read_checkpoint, tmp_path / "t.regkit.safetensors").value)
+
+
 def test_checkpoint_of_another_architecture_is_an_input_error(tmp_path):
     from regkit.errors import InputError
     from regkit.nn.cascade import CascadeNet

@@ -91,7 +91,10 @@ def read_native(path: PathLike) -> Transform:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise InputError(f"cannot be read as a regkit transform file ({itk._first_line(e)})", p) from e
+        from regkit.io.safetensors_files import truncation_problem
+
+        problem = truncation_problem(p)
+        raise InputError(problem or f"cannot be read as a regkit transform file ({itk._first_line(e)})", p) from e
     if metadata.get("format") != FORMAT_NAME:
         raise InputError("is a safetensors file but not a regkit transform (metadata 'format' missing)", p)
     version = int(metadata.get("version", "0"))

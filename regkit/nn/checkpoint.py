@@ -96,6 +96,11 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
             raw = f.metadata() or {}
         tensors = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as e:
+        from regkit.io.safetensors_files import truncation_problem
+
+        problem = truncation_problem(p)
+        if problem is not None:
+            raise InputError(problem, p) from e
         raise InputError("is not a regkit checkpoint (not a safetensors file; pickled checkpoints are refused, never unpickled)", p) from e
     try:
         metadata = {k: json.loads(v) for k, v in raw.items()}
