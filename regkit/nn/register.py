@@ -165,12 +165,12 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
             row.update(status="failed", error=str(named))
             log.warning("pair %d (%d of %d) FAILED: %s", n, count, len(mine), named)
         rows.append(row)
+    table = f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv"
     if rows:
-        write_text(out / f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv", _csv_text(rows), force=True)
+        write_text(out / table, _csv_text(rows), force=True)
     if failures:
         first = failures[0]
-        raise type(first)(f"{len(failures)} of {len(rows)} pairs failed (the others are in {out}; "
-                          f"see cohort_rank{int(os.environ.get('RANK', '0'))}.csv); first: {first}")
+        raise type(first)(f"{len(failures)} of {len(rows)} pairs failed (the others are in {out}; see {table}); first: {first}")
     return rows
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch

@@ -258,8 +258,8 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
                             device=data_device, label_values=config.data.label_values)
     val_set = None
     if config.data.val_manifest is not None:  # the training's label channels, whatever values validation holds
-        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None, None, config.data.cache,
-                              device=data_device, label_values=train_set.label_values or config.data.label_values)
+        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None, config.data.num_labels,
+                              config.data.cache, device=data_device, label_values=train_set.label_values)
     _check_labels_for_dice(train_set.pairs, config)
     train_set.check_readable()
     if val_set is not None:
