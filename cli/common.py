@@ -63,9 +63,10 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from regkit.errors import RegkitError
+        from regkit.io.atomic import command_scope
 
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), command_scope():  # the files it reads are never written or removed
                 return fn(*args, **kwargs)
         except typer.Exit:
             raise

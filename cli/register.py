@@ -132,13 +132,14 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     from regkit.cli.common import resolve_device, setup_logging
     from regkit.checks import check_has_contrast, check_mask_not_empty
     from regkit.errors import InputError, RegistrationError
-    from regkit.io.atomic import atomic_group
+    from regkit.io.atomic import atomic_group, note_input
     from regkit.io.images import load_image, load_label, stored_integer_dtype
     from regkit.optimize import load_config, register
     from regkit.optimize.outputs import check_outputs, summary_line, write_result
 
     setup_logging()
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
+    note_input(moving, fixed, moving_labels, fixed_mask, moving_mask)  # never an output, even with --force
     check_outputs(out, moving_labels is not None, force, qc=qc)
     moving_img, fixed_img = load_image(moving), load_image(fixed)
     check_has_contrast(moving_img, moving)
@@ -171,7 +172,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     if model_name is not None:
         result.log.update(model=model_name, refine=int(refine))
     t_write = time.perf_counter()
-    with atomic_group(out):  # the QC files appear with the others, or nothing does
+    with atomic_group(out, replace_previous=force):  # the QC files appear with the others, or nothing does
         written = write_result(result, out, labels, force=force,
                                labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None)
         if qc:

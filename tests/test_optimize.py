@@ -376,13 +376,31 @@ def test_small_anatomy_is_registered_like_the_same_anatomy_at_human_size(pair):
 
 
 def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair, tmp_path):
-    """--force into a folder of an earlier run with labels and QC: its warped_labels.nii.gz and
-    qc.png stayed next to the new result (describing another transform)."""
-    from regkit.optimize.outputs import write_result
+    """--force into a folder of an earlier run with labels and a deformable stage: its
+    warped_labels.nii.gz and warp.nii.gz stayed next to the new result (describing another
+    transform). Only what regkit recorded writing goes: files the user put there (or replaced
+    since) with the same names are kept byte for byte (issue 21: --force deleted a user's qc.png)."""
+    import torch
 
+    from regkit.io.atomic import RECORD
+    from regkit.optimize.outputs import write_result
+    from regkit.transforms import DisplacementField
+
+    earlier = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
+    earlier.field = None  # also write a deformable part, as a deformable run does
+    ref = earlier.reference
+    earlier.transform = Compose(DisplacementField(torch.zeros((3, *ref.shape)), ref.affine), earlier.affine)
+    first = {p.name for p in write_result(earlier, tmp_path, moving_labels=pair["moving_labels"])}
+    assert {"warp.nii.gz", "warped_labels.nii.gz"} <= first
+    (tmp_path / "qc.png").write_bytes(b"the user's own picture")        # never written by regkit
+    (tmp_path / "notes.txt").write_bytes(b"notes")
     result = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
-    for name in ("warped_labels.nii.gz", "qc.png", "warp.nii.gz", "notes.txt"):
-        (tmp_path / name).write_text("from an earlier run")
     written = {p.name for p in write_result(result, tmp_path, force=True)}
     assert "warped.nii.gz" in written and "warp.nii.gz" not in written          # affine only: no warp
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written | {"notes.txt"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written | {"notes.txt", "qc.png", RECORD})
+    assert (tmp_path / "qc.png").read_bytes() == b"the user's own picture"
+    # a recorded output the user replaced since is theirs now: kept
+    labelled = write_result(result, tmp_path, moving_labels=pair["moving_labels"], force=True)
+    (tmp_path / "warped_labels.nii.gz").write_bytes(b"edited by hand")
+    write_result(result, tmp_path, force=True)
+    assert (tmp_path / "warped_labels.nii.gz").read_bytes() == b"edited by hand" and len(labelled) == len(written) + 1

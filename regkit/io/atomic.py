@@ -4,6 +4,15 @@ Every output goes to a hidden temporary file beside the target (same folder, so 
 atomic on POSIX), is flushed to disk, then renamed onto the target: a reader sees the old file or
 the complete new one, never half of one. Commands call :func:`check_outputs` with all their
 outputs before starting work.
+
+Two rules protect the user's files, whatever ``--force`` says:
+
+* an INPUT is never an output: while a CLI command runs (:func:`command_scope`), every file it
+  reads is noted (:func:`note_input`) and writing onto one of them is an :class:`InputError`;
+* ``--force`` removes only what regkit wrote: a folder written by :func:`atomic_group` gets a
+  record of its files (:data:`RECORD`, names with size and mtime), and a later ``--force`` run
+  removes an earlier output it does not write again only when the record lists it and the file
+  is still the one regkit wrote (same size and mtime) — never a file the user put there.
 """
 from __future__ import annotations
 
@@ -49,11 +58,62 @@ def _check_location(target: Path) -> None:
     check_folder(target.parent)
 
 
+# ------------------------------------------------------------------ inputs are never outputs
+_INPUTS: "contextvars.ContextVar[Optional[set]]" = contextvars.ContextVar("regkit_inputs", default=None)
+
+
+@contextlib.contextmanager
+def command_scope() -> Iterator[None]:
+    """While inside (one CLI command), files passed to :func:`note_input` cannot be written or
+    removed by :func:`atomic_path` / :func:`check_outputs` / the ``--force`` clean-up. Outside a
+    scope (library use) nothing is noted."""
+    token = _INPUTS.set(set())
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
+
+
+def _identity(path: PathLike) -> Optional[tuple]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def note_input(*paths: Optional[PathLike]) -> None:
+    """Note files the running command reads (no-op outside :func:`command_scope`; missing files
+    and ``None`` are skipped). Identity is the file itself (device and inode), so another name
+    for it (a link, ``./x``, an absolute path) is caught too."""
+    noted = _INPUTS.get()
+    if noted is None:
+        return
+    for p in paths:
+        ident = _identity(p) if p is not None else None
+        if ident is not None:
+            noted.add(ident)
+
+
+def is_input(path: PathLike) -> bool:
+    """Whether ``path`` is a file the running command reads (see :func:`note_input`)."""
+    noted = _INPUTS.get()
+    return bool(noted) and _identity(path) in noted
+
+
+def _refuse_input(p: Path) -> None:
+    if is_input(p):
+        raise InputError("is an input of this command; regkit never overwrites or removes an input, even with "
+                         "--force: choose another output name or folder", p)
+
+
 def check_writable(path: PathLike, force: bool = False) -> Path:
     """Raise :class:`OutputExistsError` if ``path`` exists and ``force`` is false, and
-    :class:`InputError` if it is a directory or its folder cannot be written."""
+    :class:`InputError` if it is a directory, an input of the running command, or its folder
+    cannot be written."""
     p = Path(path)
     _check_location(p)
+    _refuse_input(p)
     if p.exists() and not force:
         raise OutputExistsError("exists; pass --force to overwrite", p)
     return p
@@ -69,6 +129,7 @@ def check_outputs(paths: Iterable[Optional[PathLike]], force: bool = False) -> L
     targets = [Path(p) for p in paths if p is not None]
     for t in targets:
         _check_location(t)
+        _refuse_input(t)
     existing = [t for t in targets if t.exists()]
     if existing and not force:
         others = f" (and {len(existing) - 1} more: {', '.join(str(e) for e in existing[1:])})" if len(existing) > 1 else ""
@@ -110,14 +171,19 @@ _GROUP: "contextvars.ContextVar[Optional[List]]" = contextvars.ContextVar("regki
 
 
 @contextlib.contextmanager
-def atomic_group(folder: Optional[PathLike] = None) -> Iterator[None]:
+def atomic_group(folder: Optional[PathLike] = None, replace_previous: bool = False) -> Iterator[None]:
     """Make the outputs written inside (through :func:`atomic_path`) appear together or not at all.
 
     Each file is still written to its temporary name; the renames onto the targets wait until the
     block ends without error. After an error or Ctrl-C every temporary file is removed, no target is
     touched (with ``--force`` the previous outputs stay whole), and ``folder``, when the block made
-    it and it is empty, is removed too. Nested groups join the outer one. Threads must run in a
-    copy of the caller's context (``contextvars.copy_context().run``) to join the group.
+    it and it is empty, is removed too. Nested groups join the outer one (whose ``folder`` and
+    ``replace_previous`` count). Threads must run in a copy of the caller's context
+    (``contextvars.copy_context().run``) to join the group.
+
+    With a ``folder``, the files written into it are added to its :data:`RECORD`; with
+    ``replace_previous`` (``--force``) the files an earlier run recorded there and this one did
+    not write are removed first (:func:`remove_previous_outputs`).
     """
     if _GROUP.get() is not None:
         yield
@@ -139,6 +205,80 @@ def atomic_group(folder: Optional[PathLike] = None) -> Iterator[None]:
         _GROUP.reset(token)
     for tmp, target in pending:
         os.replace(tmp, target)
+    if folder is not None:
+        written = [t for _, t in pending if t.parent == Path(folder)]
+        if replace_previous:
+            remove_previous_outputs(folder, written)
+        record_outputs(folder, written)
+
+
+# ------------------------------------------------------------------ what regkit wrote in a folder
+#: the record of regkit's outputs in a folder: JSON ``{"regkit_outputs": {name: [size, mtime_ns]}}``
+RECORD = ".regkit-outputs.json"
+_MAX_RECORD_BYTES = 1 << 20
+
+
+def _stamp(path: Path) -> Optional[List[int]]:
+    """``[size, mtime_ns]`` of a regular file (not a link), else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    import stat
+
+    return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def read_record(folder: PathLike) -> dict:
+    """``{name: [size, mtime_ns]}`` from ``folder``'s :data:`RECORD`; empty when it is missing,
+    damaged or odd in any way (then nothing is removed: the safe side)."""
+    import json
+
+    path = Path(folder) / RECORD
+    try:
+        if _stamp(path) is None or path.stat().st_size > _MAX_RECORD_BYTES:
+            return {}
+        entries = json.loads(path.read_bytes().decode("utf-8")).get("regkit_outputs", {})
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {name: v for name, v in entries.items()
+            if isinstance(name, str) and name not in ("", ".", "..", RECORD) and "/" not in name and "\\" not in name
+            and "\0" not in name and isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)}
+
+
+def remove_previous_outputs(folder: PathLike, written: Iterable[PathLike]) -> List[Path]:
+    """Remove the files of ``folder``'s record that were not just ``written``, when each is still
+    exactly what regkit wrote (a regular file of the recorded size and mtime) and is not an input
+    of the running command; returns the removed paths. Files the record does not list — the
+    user's, or ones replaced since — are never touched."""
+    out = Path(folder)
+    keep = {Path(p).name for p in written}
+    removed = []
+    for name, stamp in read_record(out).items():
+        path = out / name
+        if name in keep or _stamp(path) != stamp or is_input(path):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def record_outputs(folder: PathLike, written: Iterable[PathLike]) -> None:
+    """Add ``written`` (files in ``folder``) to its :data:`RECORD`, keeping earlier entries that
+    still match their file; best effort (a folder that cannot take it only loses the clean-up)."""
+    import json
+
+    out = Path(folder)
+    entries = {name: stamp for name, stamp in read_record(out).items() if _stamp(out / name) == stamp}
+    for p in written:
+        stamp = _stamp(out / Path(p).name)
+        if stamp is not None:
+            entries[Path(p).name] = stamp
+    with contextlib.suppress(OSError, InputError):
+        write_text(out / RECORD, json.dumps({"regkit_outputs": entries}, indent=1), force=True)
 
 
 def _read_umask() -> int:

@@ -33,7 +33,7 @@ import torch
 from regkit import space
 from regkit.errors import InputError, RegkitError, ResourceError
 from regkit.image import Image
-from regkit.io.atomic import atomic_path
+from regkit.io.atomic import atomic_path, note_input
 from regkit.resources import check_memory, estimate_image_read
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def check_input_file(path: PathLike) -> Path:
         raise InputError("is not readable (permission denied)", p)
     if p.stat().st_size == 0:
         raise InputError("is empty (0 bytes)", p)
+    note_input(p)  # the running command may not overwrite or remove it
     return p
 
 

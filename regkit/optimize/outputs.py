@@ -63,23 +63,13 @@ def write_result(result, out_dir: Path, moving_labels=None, force: bool = False,
     is removed, no output is touched, and the error is raised.
     """
     out = Path(out_dir)
-    with atomic_group(out):  # all files or none (a Ctrl-C while writing leaves no partial result)
+    # all files or none (a Ctrl-C while writing leaves no partial result); with force, the files
+    # an EARLIER run recorded there and this one does not write (its warped_labels.nii.gz, qc.png,
+    # warp.nii.gz...) are removed — only those regkit wrote, never an input or the user's own
+    with atomic_group(out, replace_previous=force):
         out.mkdir(parents=True, exist_ok=True)
         written = _run_writes(_write_jobs(result, out, moving_labels, labels_dtype), force)
-    if force:
-        _remove_stale_outputs(out, written)
     return written
-
-
-def _remove_stale_outputs(out: Path, written: List[Path]) -> None:
-    """With ``force``, the regkit outputs of an EARLIER run in ``out`` that this run did not write
-    (e.g. its warped_labels.nii.gz when this run had no labels, its qc.png, its warp.nii.gz after an
-    affine-only run) are removed: they would sit next to the new files describing another result.
-    Files with other names are left alone."""
-    keep = {Path(p).name for p in written}
-    for name in output_names(labels=True) + list(QC_NAMES):
-        if name not in keep and (out / name).is_file():
-            (out / name).unlink()
 
 
 def _write_jobs(result, out: Path, moving_labels, labels_dtype=None) -> List[Tuple[Callable[..., Path], tuple]]:
