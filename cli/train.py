@@ -10,11 +10,13 @@ from regkit.cli.common import handle_errors, resolve_device, set_threads, setup_
 
 HELP = """Train the learned cascade (affine localisation net + dense-field U-Net stages).
 
-The YAML recipe (see configs/train_*.yaml) names the data (a CSV/JSON manifest of pairs or a folder of subjects), the model, the loss, augmentation and the optimiser; unknown keys are errors. Paths in its data section are relative to the YAML file. The run folder gets last.safetensors, best.safetensors (by validation Dice), log.csv and config.yaml. Ctrl-C or SIGTERM saves last.safetensors and stops (exit 130); continue with --resume.
+The YAML recipe (see configs/train_*.yaml) names the data (a CSV/JSON manifest of pairs or a folder of subjects), the model, the loss, augmentation and the optimiser; unknown keys are errors. Paths in its data section are relative to the YAML file. With data.labelmaps (a folder of label maps) the images are synthesised from them on the fly, in random contrasts (configs/train_brain_synth.yaml, the recipe of the shipped brain model). The run folder gets last.safetensors, best.safetensors (by validation Dice), log.csv, config.yaml and tensorboard/ (when the tensorboard package is installed). Ctrl-C or SIGTERM saves last.safetensors and stops (exit 130); continue with --resume.
 
 Examples:
 
   regkit train --config configs/train_brain2mm.yaml --out runs/brain2mm
+
+  regkit train --config configs/train_brain_synth.yaml --data labelmaps/ --out runs/brain_synth --device cuda
 
   regkit train --config configs/train_brain2mm.yaml --out runs/brain2mm --resume runs/brain2mm/last.safetensors
 
@@ -32,6 +34,8 @@ def add_to(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: the recipe's out_dir)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Checkpoint to continue from (same model config)."),
         device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Replace the recipe's data source: its label-map or subjects "
+                                            "folder (data.labelmaps / data.subjects), or its manifest."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override optim.steps (total steps, counted from 0)."),
         force: bool = typer.Option(False, "--force", help="Start over in a run folder that already has checkpoints."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -50,6 +54,8 @@ def add_to(app: typer.Typer) -> None:
 
             torch.set_num_threads(max(1, torch.get_num_threads() // procs))
         recipe = load_train_config(config)
+        if data is not None:
+            recipe = recipe.model_copy(update={"data": recipe.data.with_source(data)})
         if steps is not None:
             recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"steps": steps})})
         result = train(recipe, out_dir=out, resume=resume, device=resolve_device(device), force=force,

@@ -21,6 +21,8 @@ class DataConfig(Strict):
 
     manifest: Optional[Path] = None
     subjects: Optional[Path] = None
+    labelmaps: Optional[Path] = Field(None, description="a folder of label maps only: images are synthesised from them "
+                                      "on the fly (the synth section; regkit.train.synth)")
     label_suffix: str = "_labels"
     val_manifest: Optional[Path] = None
     num_labels: Optional[int] = Field(None, ge=2, description="label values 0..num_labels-1 (a larger value is refused); "
@@ -32,10 +34,16 @@ class DataConfig(Strict):
         "device", description="where cached images live and pairs are resampled/augmented: the training device "
         "(fast on a GPU) or the CPU (when the cohort does not fit in GPU memory)")
 
+    def with_source(self, path: Path) -> "DataConfig":
+        """This config reading ``path`` instead (absolute): as its label-map or subjects folder,
+        or as its manifest, whichever source it names."""
+        name = next(n for n in ("labelmaps", "subjects", "manifest") if getattr(self, n) is not None)
+        return self.model_copy(update={name: Path(path).absolute()})
+
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
-        if (self.manifest is None) == (self.subjects is None):
-            raise ValueError("give exactly one of data.manifest and data.subjects")
+        if sum(v is not None for v in (self.manifest, self.subjects, self.labelmaps)) != 1:
+            raise ValueError("give exactly one of data.manifest, data.subjects and data.labelmaps")
         if self.num_labels is not None and self.label_values is not None:
             raise ValueError("give at most one of data.num_labels and data.label_values")
         return self
@@ -54,6 +62,8 @@ class LossConfig(Strict):
 
     similarity: str = "lncc"
     similarity_options: Dict[str, Any] = Field(default_factory=dict)
+    similarity_weight: float = Field(1.0, ge=0, description="0: Dice and regularisation only (images of random, "
+                                     "different contrasts, where no similarity holds)")
     regularization: str = "diffusion"
     reg_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(0.0, ge=0)
@@ -99,6 +109,24 @@ class AugmentConfig(Strict):
         return self
 
 
+class SynthConfig(Strict):
+    """Images synthesised from label maps (``data.labelmaps``; :mod:`regkit.train.synth`); gamma,
+    bias and noise come from ``augment``."""
+
+    brain_labels: Tuple[int, int] = Field((1, 99), description="label values in [low, high] are brain (FreeSurfer: 1..99)")
+    skull_strip: float = Field(1.0, ge=0, le=1, description="probability that an image shows the brain labels only (else the whole head)")
+    same_contrast: float = Field(0.3, ge=0, le=1, description="probability that the fixed image reuses the moving one's intensities")
+    texture_std: float = Field(0.1, ge=0, description="largest per-label texture std (intensities in [0, 1])")
+    blur_voxels: Tuple[float, float] = Field((0.3, 1.0), description="partial-volume blur sigma range, network grid voxels")
+    tie_labels: Dict[int, int] = Field(default_factory=dict, description="label -> label whose intensity it shares (e.g. right -> left)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SynthConfig":
+        if self.brain_labels[0] > self.brain_labels[1] or not 0 <= self.blur_voxels[0] <= self.blur_voxels[1]:
+            raise ValueError("brain_labels and blur_voxels must be (low, high) with low <= high")
+        return self
+
+
 class OptimConfig(Strict):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(1, ge=1)
@@ -115,6 +143,7 @@ class TrainConfig(Strict):
     data: DataConfig
     loss: LossConfig = Field(default_factory=LossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: int = 0
     val_every: int = Field(100, ge=1)
@@ -127,7 +156,7 @@ class TrainConfig(Strict):
 def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     """Make the data paths absolute, relative to ``base`` (the config file's folder)."""
     data = config.data.model_copy()
-    for name in ("manifest", "subjects", "val_manifest"):
+    for name in ("manifest", "subjects", "labelmaps", "val_manifest"):
         value = getattr(data, name)
         if value is not None and not Path(value).is_absolute():
             setattr(data, name, (base / value).resolve())

@@ -81,6 +81,31 @@ def build_pairs(data) -> list:
     return all_ordered_pairs(subjects_in_folder(data.subjects, data.label_suffix))
 
 
+def build_datasets(config: TrainConfig, device) -> tuple:
+    """``(training set, validation set or None)``: image pairs (a manifest or a subjects folder) or
+    pairs synthesised from label maps (``data.labelmaps``), whose validation, without a
+    ``val_manifest``, is ``val_pairs`` (default 4) fixed synthetic pairs of those maps."""
+    from regkit.train.data import PairDataset, read_manifest
+
+    data = config.data
+    if data.labelmaps is not None:
+        from regkit.train.synth import LabelMapDataset, labelmaps_in_folder, validation_pairs
+
+        maps = labelmaps_in_folder(data.labelmaps)
+        train_set = LabelMapDataset(maps, config.model, config.augment, config.synth, data.label_values, device, seed=config.seed)
+        if data.val_manifest is None:
+            chosen = validation_pairs(config.val_pairs or 4, len(maps))
+            return train_set, train_set.subset(chosen, seed=config.seed + 1_000_003)
+    else:
+        train_set = PairDataset(build_pairs(data), config.model, config.augment, data.num_labels, data.cache,
+                                device=device, label_values=data.label_values)
+    val_set = None
+    if data.val_manifest is not None:  # the training's label channels, whatever values validation holds
+        val_set = PairDataset(read_manifest(data.val_manifest), config.model, None, data.num_labels,
+                              data.cache, device=device, label_values=train_set.label_values)
+    return train_set, val_set
+
+
 def make_optimizer(model, optim) -> torch.optim.Optimizer:
     """Adam; the localisation net learns at ``lr × affine_lr_factor``."""
     affine = [p for n, p in model.named_parameters() if n.startswith("affine_net.")]
@@ -168,6 +193,12 @@ class RunLog:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tensorboard.add_scalar(key, value, int(row["step"]))
 
+    def images(self, step: int, slices: Dict[str, Tensor]) -> None:
+        """2-D slices ``(H, W)`` in [0, 1] (e.g. a validation pair before/after) into TensorBoard."""
+        if self.tensorboard is not None:
+            for tag, image in slices.items():
+                self.tensorboard.add_image(tag, image.clamp(0, 1).flip(-1).T[None], step, dataformats="CHW")
+
     def close(self) -> None:
         self._file.close()
         if self.tensorboard is not None:
@@ -175,9 +206,11 @@ class RunLog:
 
 
 @torch.no_grad()
-def validate(model, dataset, objective, device, limit: Optional[int] = None) -> Dict[str, float]:
+def validate(model, dataset, objective, device, limit: Optional[int] = None,
+             slices: Optional[Dict[str, Tensor]] = None) -> Dict[str, float]:
     """Mean Dice (labels warped nearest-neighbour on the network grid), folding % (det J ≤ 0 of
-    the whole mapping on the grid) and similarity over the validation pairs."""
+    the whole mapping on the grid) and similarity over the validation pairs. ``slices``, when
+    given, receives the first pair's middle axial slices: fixed, moving (before) and warped (after)."""
     from regkit import space
     from regkit.image import Image
     from regkit.metrics import dice, jacobian_determinant, summarize
@@ -190,6 +223,10 @@ def validate(model, dataset, objective, device, limit: Optional[int] = None) -> 
     for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
         sample = {k: v[None].to(device) for k, v in dataset.sample(i).items()}
         outputs = model(sample["moving"], sample["fixed"])
+        if slices is not None and i == 0:
+            z = sample["fixed"].shape[-1] // 2
+            slices.update({"val/fixed": sample["fixed"][0, 0, :, :, z].cpu(), "val/moving_before": sample["moving"][0, 0, :, :, z].cpu(),
+                           "val/warped_after": outputs["warped"][0, 0, :, :, z].cpu()})
         sims.append(float(objective.similarity(sample["fixed"], outputs["warped"])))
         displacement = (outputs["points"] - identity).movedim(-1, 1)
         folds.append(100.0 * float((jacobian_determinant(displacement.cpu(), grid) <= 0).float().mean()))
@@ -218,7 +255,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         callback: called on every rank after each step with ``(step, loss terms)``.
     """
     from regkit.nn.cascade import CascadeNet
-    from regkit.train.data import PairDataset, collate, read_manifest
+    from regkit.train.data import collate
     from regkit.train.objective import CascadeLoss
     from regkit.train.state import restore_training_state, save_training_state
 
@@ -254,12 +291,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
                         "(N > %d) to train on", resume, step, config.optim.steps, step)
     data_device = dist.device if config.data.prepare_on == "device" else "cpu"
-    train_set = PairDataset(build_pairs(config.data), config.model, config.augment, config.data.num_labels, config.data.cache,
-                            device=data_device, label_values=config.data.label_values)
-    val_set = None
-    if config.data.val_manifest is not None:  # the training's label channels, whatever values validation holds
-        val_set = PairDataset(read_manifest(config.data.val_manifest), config.model, None, config.data.num_labels,
-                              config.data.cache, device=data_device, label_values=train_set.label_values)
+    train_set, val_set = build_datasets(config, data_device)
     _check_labels_for_dice(train_set.pairs, config)
     train_set.check_readable()
     if val_set is not None:
@@ -293,6 +325,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         save_training_state(path, model, optimizer, step, config.model, config, best_metric,
                             extra={"world_size": dist.world_size, "epoch": batches.epoch_of(step)})
 
+    first_step, run_started = step, time.perf_counter()
     try:
         model.train()
         saved_at = -1
@@ -320,7 +353,9 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
                    "seconds": round(time.perf_counter() - started, 3), **terms}
             if val_set is not None and (step % config.val_every == 0 or step == config.optim.steps):
                 if dist.is_main:
-                    metrics = validate(model, val_set, objective, dist.device, config.val_pairs)
+                    slices: Dict[str, Tensor] = {}
+                    metrics = validate(model, val_set, objective, dist.device, config.val_pairs, slices)
+                    run_log.images(step, slices)
                     row.update(metrics)
                     result.validation = metrics
                     score = metrics.get("val_dice", -metrics["val_similarity"])
@@ -335,6 +370,8 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{terms['loss']:.4f}")
+                elif step % (10 * config.log_every) == 0 or step == config.optim.steps:
+                    log.info("%s", progress_line(step, config.optim.steps, first_step, time.perf_counter() - run_started, row))
                 if step % config.checkpoint_every == 0:
                     save(out / LAST)
                     saved_at = step
@@ -356,6 +393,17 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         result.best = out / BEST
     dist.close()
     return result
+
+
+def progress_line(step: int, total: int, first_step: int, elapsed_s: float, row: Dict[str, float]) -> str:
+    """``step 400/4000 (10 %), loss 0.4210, val Dice 0.61, 0.52 s/step, ETA 31 min`` — the
+    progress of a run without a progress bar (``--no-progress``, log files)."""
+    per_step = elapsed_s / max(step - first_step, 1)
+    eta = per_step * (total - step)
+    eta_text = f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
+    val = f", val Dice {row['val_dice']:.4f}" if "val_dice" in row else ""
+    return (f"step {step}/{total} ({100 * step / total:.0f} %), loss {row.get('loss', float('nan')):.4f}{val}, "
+            f"{per_step:.3f} s/step, ETA {eta_text}")
 
 
 def _check_labels_for_dice(pairs, config: TrainConfig) -> None:

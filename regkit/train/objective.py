@@ -1,9 +1,9 @@
 """The training loss, built from :mod:`regkit.losses` (the same terms the optimiser uses):
 
-``similarity(fixed, warped) + reg_weight · Σ_stages regulariser(field_k, level spacing)
+``similarity_weight · similarity(fixed, warped) + reg_weight · Σ_stages regulariser(field_k, level spacing)
 + dice_weight · soft Dice(fixed labels, moving labels one-hot warped with linear interpolation)
 + affine_l2_weight · affine_l2(matrix, translation)
-+ affine_stage_weight · (similarity + dice_weight · soft Dice) of the affine alone``
++ affine_stage_weight · (similarity_weight · similarity + dice_weight · soft Dice) of the affine alone``
 (deep supervision of the localisation net, scored on every ``affine_stage_stride``-th voxel).
 
 Velocity stages are regularised on their velocity, displacement stages on their displacement.
@@ -46,7 +46,7 @@ class CascadeLoss:
             spacing = torch.full((3,), self.model_config.grid_spacing_mm * stage.scale)
             reg = reg + self.regularizer(outputs[f"field{k}"], spacing)
         terms["regularization"] = reg
-        total = terms["similarity"] + cfg.reg_weight * reg
+        total = cfg.similarity_weight * terms["similarity"] + cfg.reg_weight * reg
         if self.dice is not None and "moving_labels" in batch:
             batch = {**batch, "moving_one_hot": one_hot(batch["moving_labels"], self.num_labels)}  # made once, warped twice
             terms["dice"] = self.soft_dice(outputs["points"], batch, grid_affine)
@@ -63,8 +63,10 @@ class CascadeLoss:
         """Similarity (+ ``dice_weight`` · soft Dice) of the moving image mapped through the
         affine stage's ``points`` alone, on every ``affine_stage_stride``-th voxel per axis."""
         s = self.config.affine_stage_stride
-        sub = points[:, ::s, ::s, ::s]
-        term = self.similarity(batch["fixed"][:, :, ::s, ::s, ::s], warp(batch["moving"], grid_affine, sub))
+        term = points.new_zeros(())
+        if self.config.similarity_weight > 0:
+            sub = points[:, ::s, ::s, ::s]
+            term = self.config.similarity_weight * self.similarity(batch["fixed"][:, :, ::s, ::s, ::s], warp(batch["moving"], grid_affine, sub))
         if self.dice is not None and "moving_labels" in batch:
             term = term + self.config.dice_weight * self.soft_dice(points, batch, grid_affine, s)
         return term
