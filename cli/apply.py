@@ -58,6 +58,8 @@ def add_to(app: typer.Typer) -> None:
     ) -> None:
         from regkit.errors import InputError
 
+        if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
+            raise InputError(f"--default-value must be a finite number, got {default_value}")
         if interp is not None and interp not in ("linear", "nearest"):
             raise InputError(f"--interp must be 'linear' or 'nearest', got {interp!r}")
         if points is not None:
@@ -204,12 +206,12 @@ def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: boo
     import io
 
     from regkit.io.atomic import write_text
+    from regkit.io.validate import csv_rows
 
     pts = points_ras.numpy().copy()
     if lps:
         pts[:, :2] *= -1.0
-    with open(source, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    rows = csv_rows(source, "landmark file")  # the rows read_landmarks read (a byte-order mark dropped alike)
     header = [c.strip() for c in rows[0]]
     names = [c.lower() for c in header]
     if {"x", "y", "z"} <= set(names):

@@ -53,6 +53,56 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+class _PipeSafe:
+    """A stdout that keeps the command going when its reader has gone (``regkit evaluate ... |
+    head -1``): what is printed after that is dropped, the command's files are still written
+    and its exit code is its own, not a BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def _drop(self) -> None:
+        self._gone = True
+        try:  # the interpreter's final flush must not fail either
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text):
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def pipe_safe_stdout():
+    """While inside, ``sys.stdout`` survives a closed pipe (:class:`_PipeSafe`)."""
+    saved = sys.stdout
+    sys.stdout = _PipeSafe(saved)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _PipeSafe):
+            sys.stdout.flush()
+        sys.stdout = saved
+
+
 def handle_errors(fn: F) -> F:
     """Turn regkit's errors into one line + exit code; keep tracebacks for ``--debug``.
 
@@ -66,7 +116,7 @@ def handle_errors(fn: F) -> F:
         from regkit.io.atomic import command_scope
 
         try:
-            with sigterm_as_interrupt(), command_scope():  # the files it reads are never written or removed
+            with sigterm_as_interrupt(), command_scope(), pipe_safe_stdout():  # inputs are never written or removed
                 return fn(*args, **kwargs)
         except typer.Exit:
             raise
@@ -77,6 +127,13 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("regkit: interrupted; no partial output was kept", err=True)
             raise typer.Exit(130)
+        except OSError as e:  # a file the command reads or a folder it makes: one line naming it
+            if STATE["debug"]:
+                traceback.print_exc()
+            from regkit.errors import os_error
+
+            mapped = os_error(e)
+            fail(str(mapped), mapped.exit_code)
         except Exception as e:  # MemoryError and torch's allocation errors: exit 3; anything else is a bug
             if STATE["debug"]:
                 traceback.print_exc()

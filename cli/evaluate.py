@@ -91,9 +91,10 @@ def add_to(app: typer.Typer) -> None:
                              "(or --fixed-labels and --warped-labels, or the field.nii.gz of the result)", field)
         numbers = metrics.evaluate(fl, wl, forward, landmarks,
                                    read_transform_chain(transform) if transform else None)
+        if json_out is not None:  # first: a reader of stdout that stops early (| head) must not cost the file
+            write_text(json_out, json_text(numbers) + "\n", force=force)
         typer.echo(format_table(numbers))
         if json_out is not None:
-            write_text(json_out, json_text(numbers) + "\n", force=force)
             typer.echo(f"wrote {json_out}")
 
 

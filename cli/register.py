@@ -83,6 +83,8 @@ def add_to(app: typer.Typer) -> None:
         if metric is not None and metric not in METRICS:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if refine and model is None:
+        if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
+            raise InputError(f"--default-value must be a finite number, got {default_value}")
             raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
         if model is not None and refine == 0:
             unused = [name for name, value in (("--metric", metric), ("--config", config != "default"), ("--fixed-mask", fixed_mask),

@@ -39,6 +39,28 @@ class RegistrationError(RegkitError):
     exit_code = 4
 
 
+def os_error(error: OSError, path: Optional[Union[str, Path]] = None, writing: bool = False) -> RegkitError:
+    """The one mapping of an operating-system error to regkit's errors, naming the file
+    (``path``, else the error's own ``filename``): a full disk or quota is a
+    :class:`ResourceError` (exit 3), anything else about a file — permission, read-only file
+    system, missing folder, I/O error — an :class:`InputError` (exit 2)."""
+    import errno
+
+    where = path if path is not None else (error.filename if error.filename is not None else None)
+    action = "writing it" if writing else "reading it"
+    code = error.errno
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ResourceError(f"no space left on the device while {action} ({error.strerror}); free some space "
+                             "or write elsewhere", where)
+    reasons = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+               errno.EROFS: "is on a read-only file system", errno.ENOENT: "no such file or folder",
+               errno.ENOTDIR: "a part of the path is not a folder", errno.EISDIR: "is a folder",
+               errno.ENAMETOOLONG: "the name is too long", errno.EIO: "input/output error (a failing disk or share?)",
+               errno.EMFILE: "too many open files", errno.ENXIO: "no such device"}
+    reason = reasons.get(code, error.strerror or type(error).__name__)
+    return InputError(f"{reason} ({action})", where)
+
+
 def describe_validation_error(error) -> "tuple[str, str]":
     """``(where, what)`` for the most telling problem of a pydantic ``ValidationError``: an unknown
     (often mistyped) key first, as it explains the others; ``where`` is the dotted key path.

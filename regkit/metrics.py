@@ -11,7 +11,6 @@ Conventions (as everywhere in regkit, see :mod:`regkit.space`):
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -173,11 +172,12 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     or no header and the first three columns numeric. With ``lps=True`` the file holds LPS
     coordinates (ITK/ANTs/Slicer-legacy convention) and x, y are negated to get RAS.
     """
+    from regkit.io.validate import csv_rows
+
     p = Path(path)
     if not p.is_file():
         raise InputError("no such landmark file", p)
-    with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    rows = csv_rows(p, "landmark file")  # UTF-8; Excel's "CSV UTF-8" byte-order mark dropped
     if not rows:
         raise InputError("landmark file has no rows", p)
     header = [c.strip().lower() for c in rows[0]]

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
 
-from regkit.errors import InputError, OutputExistsError
+from regkit.errors import InputError, OutputExistsError, RegkitError, ResourceError, os_error
 
 PathLike = Union[str, Path]
 
@@ -162,6 +162,13 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
             deferred = True
         else:
             os.replace(tmp, target)
+    except OSError as e:  # disk full, permission, read-only...: one line naming the output
+        raise os_error(e, target, writing=True) from e
+    except Exception as e:  # writers in C++ (ITK) report a full disk as their own error type
+        if not isinstance(e, RegkitError) and _disk_full(target):
+            raise ResourceError("no space left on the device while writing it; free some space or write elsewhere",
+                                target) from e
+        raise
     finally:
         if not deferred and tmp.exists():
             tmp.unlink()
@@ -279,6 +286,16 @@ def record_outputs(folder: PathLike, written: Iterable[PathLike]) -> None:
             entries[Path(p).name] = stamp
     with contextlib.suppress(OSError, InputError):
         write_text(out / RECORD, json.dumps({"regkit_outputs": entries}, indent=1), force=True)
+
+
+def _disk_full(target: Path) -> bool:
+    """Whether the file system of ``target`` has (almost) no space left."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(target.parent).free < 2**20
+    except OSError:
+        return False
 
 
 def _read_umask() -> int:

@@ -24,7 +24,7 @@ import torch
 from regkit import space
 from regkit.errors import InputError
 from regkit.image import Image
-from regkit.io import itk
+from regkit.io import itk, validate
 from regkit.io.atomic import atomic_path
 from regkit.io.images import check_input_file
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
@@ -97,28 +97,54 @@ def read_native(path: PathLike) -> Transform:
         raise InputError(problem or f"cannot be read as a regkit transform file ({itk._first_line(e)})", p) from e
     if metadata.get("format") != FORMAT_NAME:
         raise InputError("is a safetensors file but not a regkit transform (metadata 'format' missing)", p)
-    version = int(metadata.get("version", "0"))
+    version = validate.integer(metadata.get("version", "0"), "transform format version", p, 0, 2**31)
     if version > FORMAT_VERSION:
         raise InputError(f"was written by a newer regkit (transform format v{version}; this one reads v{FORMAT_VERSION}); upgrade regkit", p)
-    try:
-        steps = json.loads(metadata["chain"])
-        transforms = [_build_step(str(i), step, tensors) for i, step in enumerate(steps)]
-    except (KeyError, ValueError, TypeError) as e:
-        raise InputError(f"has a malformed transform chain ({type(e).__name__}: {e})", p) from e
-    if not transforms:
-        raise InputError("holds an empty transform chain", p)
+    if "chain" not in metadata:
+        raise InputError("has no transform chain in its metadata", p)
+    steps = validate.parse_json(metadata["chain"], p, "its transform chain")
+    if not isinstance(steps, list) or not steps:
+        raise InputError("holds an empty transform chain" if steps == [] else "has a malformed transform chain (not a list)", p)
+    if len(steps) > MAX_CHAIN:
+        raise InputError(f"holds a chain of {len(steps)} transforms; at most {MAX_CHAIN} are read", p)
+    transforms = [_build_step(str(i), step, tensors, p) for i, step in enumerate(steps)]
     return transforms[0] if len(transforms) == 1 else Compose(*transforms)
 
 
-def _build_step(key: str, step: dict, tensors: Dict[str, torch.Tensor]) -> Transform:
+#: longest chain read from a native file (regkit writes at most a few)
+MAX_CHAIN = 64
+
+
+def _build_step(key: str, step: object, tensors: Dict[str, torch.Tensor], p: Path) -> Transform:
+    """One transform of a native file's chain, every value checked (:mod:`regkit.io.validate`)."""
+    from regkit.transforms.velocity import MAX_SQUARING_STEPS
+
+    where = f"transform {int(key) + 1} of the chain"
+    if not isinstance(step, dict) or not isinstance(step.get("type"), str):
+        raise InputError(f"has a malformed transform chain ({where} has no 'type')", p)
+
+    def tensor(name: str, *shapes):
+        if f"{key}.{name}" not in tensors:
+            raise InputError(f"has no tensor '{key}.{name}' for {where}", p)
+        return validate.finite_tensor(tensors[f"{key}.{name}"], f"{where}'s {name}", p, shapes)
+
     kind = step["type"]
     if kind == "affine":
-        return AffineTransform(tensors[f"{key}.matrix"], tensors[f"{key}.translation"], tensors[f"{key}.center"], requires_grad=False)
+        matrix = tensor("matrix", (3, 3), (1, 3, 3))
+        translation = tensor("translation", tuple(matrix.shape[:-2]) + (3,))
+        center = tensor("center", (3,))
+        det = float(torch.linalg.det(matrix.double()).abs().min())
+        if not det > 1e-12:
+            raise InputError(f"holds a singular affine ({where}: determinant 0), which cannot be applied or inverted", p)
+        return AffineTransform(matrix, translation, center, requires_grad=False)
+    if kind not in ("displacement", "velocity"):
+        raise InputError(f"has an unknown transform type {kind!r} ({where})", p)
+    affine = validate.grid_affine(step.get("grid_affine"), f"{where}'s grid_affine", p)
+    field = tensor(kind, (3, None, None, None), (1, 3, None, None, None))
     if kind == "displacement":
-        return DisplacementField(tensors[f"{key}.displacement"], torch.tensor(step["grid_affine"], dtype=torch.float64))
-    if kind == "velocity":
-        return VelocityField(tensors[f"{key}.velocity"], torch.tensor(step["grid_affine"], dtype=torch.float64), steps=int(step["steps"]))
-    raise ValueError(f"unknown transform type {kind!r}")
+        return DisplacementField(field, affine)
+    steps = validate.integer(step.get("steps"), f"{where}'s steps", p, 0, MAX_SQUARING_STEPS)
+    return VelocityField(field, affine, steps=steps)
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -102,13 +102,12 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         if problem is not None:
             raise InputError(problem, p) from e
         raise InputError("is not a regkit checkpoint (not a safetensors file; pickled checkpoints are refused, never unpickled)", p) from e
-    try:
-        metadata = {k: json.loads(v) for k, v in raw.items()}
-    except json.JSONDecodeError as e:
-        if p.name.endswith(".regkit.safetensors") or "chain" in raw:  # regkit's transform format
-            raise InputError("is a regkit transform file, not a trained cascade checkpoint (regkit train writes "
-                             "best.safetensors / last.safetensors)", p) from e
-        raise InputError("has unreadable checkpoint metadata (not JSON)", p) from e
+    if p.name.endswith(".regkit.safetensors") or raw.get("format") == "regkit-transform":  # regkit's transform format
+        raise InputError("is a regkit transform file, not a trained cascade checkpoint (regkit train writes "
+                         "best.safetensors / last.safetensors)", p)
+    from regkit.io import validate
+
+    metadata = {k: validate.parse_json(v, p, f"checkpoint metadata '{k}'") for k, v in raw.items()}
     if metadata.get("format") != FORMAT:
         raise InputError(f"is a safetensors file but not a regkit cascade checkpoint (format={metadata.get('format')!r})", p)
     version = metadata.get("format_version")
@@ -117,6 +116,8 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
                          "upgrade regkit or retrain", p)
     if "model_config" not in metadata:
         raise InputError("checkpoint has no model_config", p)
+    if "step" in metadata:
+        metadata["step"] = validate.integer(metadata["step"], "checkpoint step", p, 0, 2**53)
     return Checkpoint(tensors, metadata)
 
 

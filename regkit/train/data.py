@@ -7,7 +7,7 @@ and every file is checked when the manifest is read.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from regkit.errors import InputError
 from regkit.image import Image
+from regkit.io import validate
 from regkit.io.images import load_image, load_label
 from regkit.nn.config import ModelConfig
 from regkit.nn.grid import canonical_grid_affine, grid_world_points, normalize_intensity, onto_grid
@@ -45,18 +46,18 @@ def read_manifest(path: Path) -> List[PairPaths]:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such manifest", p)
+    text = validate.read_text(p, "manifest")  # UTF-8, Excel's byte-order mark dropped
     if p.suffix.lower() == ".json":
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"is not valid JSON ({e.msg}, line {e.lineno})", p) from e
+        rows = validate.parse_json(text, p, "manifest")
         rows = rows.get("pairs", rows) if isinstance(rows, dict) else rows
         if not isinstance(rows, list):
             raise InputError("JSON manifest must be a list of {moving, fixed, ...} objects", p)
     else:
-        with p.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
-            reader = csv.DictReader(f, skipinitialspace=True)
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""), skipinitialspace=True)
             rows = [{(k.strip() if isinstance(k, str) else k): v for k, v in row.items()} for row in reader]
+        except csv.Error as e:
+            raise InputError(f"is not a valid CSV manifest ({e})", p) from None
     if not rows:
         raise InputError("manifest lists no pairs", p)
     pairs = []

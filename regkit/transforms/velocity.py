@@ -10,6 +10,10 @@ from regkit import space
 from regkit.transforms.base import Transform
 from regkit.transforms.field import DisplacementField
 
+#: most scaling-and-squaring steps: the field is divided by 2**steps, and each step is one
+#: resampling of the whole field (7 is plenty for smooth fields; 30 already divides by 1e9)
+MAX_SQUARING_STEPS = 30
+
 
 def scaling_and_squaring(velocity: Tensor, affine, steps: int = 6) -> Tensor:
     """``exp(v)`` as a displacement: ``u ← v / 2^s``, then ``s`` times ``u ← u + u∘(id + u)``.
@@ -54,6 +58,8 @@ class VelocityField(Transform):
         else:
             self.register_buffer("velocity", v)
         self.register_buffer("affine", space.as_affine(affine))
+        if not 0 <= steps <= MAX_SQUARING_STEPS:  # 2**steps: a huge value is unbounded work
+            raise ValueError(f"steps must be from 0 to {MAX_SQUARING_STEPS}, got {steps!r}")
         self.steps = int(steps)
 
     @property
