@@ -77,6 +77,28 @@ def test_gaussian_smooth_preserves_mean_and_matches_variance():
     assert float((profile * r * r).sum()) == pytest.approx(4.0, rel=0.02)  # variance = sigma²
 
 
+def test_gaussian_smooth_equals_a_replicate_padded_convolution():
+    """The shifted-sum smoothing gives conv3d's numbers, borders (replicate) and anisotropic sigmas included."""
+    import torch.nn.functional as F
+    from regkit.pyramid import gaussian_kernel1d
+
+    x = torch.rand(2, 1, 17, 12, 9, generator=torch.Generator().manual_seed(0))
+    sigmas = [1.3, 0.1, 2.2]  # the middle axis is below 0.2 voxel: left alone
+    y = gaussian_smooth(x, sigmas)
+    ref = x.reshape(2, 1, 17, 12, 9)
+    for axis, sigma in enumerate(sigmas):
+        if sigma < 0.2:
+            continue
+        k = gaussian_kernel1d(sigma)
+        r = k.numel() // 2
+        size, pad = [1, 1, 1], [0] * 6
+        size[axis] = k.numel()
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        ref = F.conv3d(F.pad(ref, pad, mode="replicate"), k.reshape(1, 1, *size))
+    assert torch.allclose(y, ref, atol=1e-6)
+    assert not torch.allclose(y, x, atol=1e-3)
+
+
 def test_resized_grid_keeps_centre_and_direction(pair):
     fixed = pair["moving"]  # oblique, anisotropic grid
     g = resized_grid(fixed.affine, fixed.shape, 4.0)
