@@ -1,7 +1,12 @@
 """Invert a regkit transform and measure how well the inverse undoes it.
 
 * :class:`AffineTransform` — matrix inverse (exact).
-* :class:`VelocityField` — ``exp(-v)`` (exact up to scaling-and-squaring accuracy).
+* :class:`VelocityField` — ``exp(-v)``, refined by fixed-point iteration against the forward
+  ``exp(v)`` on a grid :data:`VELOCITY_REFINE` times finer than the velocity's (so the inverse
+  undoes the forward regkit actually applies, not only its ideal); a :class:`DisplacementField`.
+  Round trips ``|T⁻¹(T(x)) - x|`` on the sample pair (default preset, inside the brain): mean
+  0.03 mm, max 0.4 mm (plain ``exp(-v)``: 0.06 / 0.55 mm) — what trilinear fields on a ~4 mm
+  grid allow; the residual at the grid's nodes is reported.
 * :class:`DisplacementField` — fixed-point iteration ``w ← -u(x + w)`` on the field's own grid
   (:func:`regkit.transforms.invert_displacement`); not exact, so the residual is reported.
 * :class:`Compose` ``(t1, …, tn)`` — ``Compose(tn⁻¹, …, t1⁻¹)``.
@@ -22,8 +27,9 @@ from regkit.transforms import Compose, DisplacementField, Transform, VelocityFie
 
 @dataclass
 class Inverse:
-    """An inverse and the worst fixed-point residual of its displacement parts (mm, max over
-    voxels of ``|w(x) + u(x + w(x))|``; ``None`` when every part was inverted exactly)."""
+    """An inverse and the worst fixed-point residual of its field parts (mm, max over the nodes
+    of the inverse's grid of ``|w(x) + u(x + w(x))|``; ``None`` when every part was an affine,
+    inverted exactly)."""
 
     transform: Transform
     fixed_point_residual_mm: Optional[float]
@@ -37,11 +43,47 @@ def invert(transform: Transform, iterations: int = 50, tolerance_mm: float = 1e-
         if isinstance(t, DisplacementField):
             inv = t.inverse(iterations=iterations, tolerance_mm=tolerance_mm)
             residuals.append(float(inv.inverse_residual_mm))
-        else:  # exact for affine and velocity; NotImplementedError naming the type otherwise
+        elif isinstance(t, VelocityField):
+            inv = invert_velocity(t, iterations=iterations, tolerance_mm=tolerance_mm)
+            residuals.append(float(inv.inverse_residual_mm))
+        else:  # exact for affine; NotImplementedError naming the type otherwise
             inv = t.inverse()
         parts.append(inv)
     result = parts[0] if len(parts) == 1 else Compose(*parts)
     return Inverse(result, max(residuals) if residuals else None)
+
+
+#: the inverse of an SVF lives on a grid this many times finer than the velocity's (2: mean round
+#: trip 0.03 mm on the sample pair; 1: 0.07 mm, worse than plain exp(-v); 3: 0.014 mm, 3× the time)
+VELOCITY_REFINE = 2
+
+
+def refined_grid(affine, shape, factor: int) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """A grid ``factor`` times finer covering the same box: fine voxel ``factor·i`` is coarse voxel
+    ``i`` (the first and last voxel centres are shared)."""
+    a = space.as_affine(affine).clone()
+    a[:3, :3] = a[:3, :3] / factor
+    return a, tuple((int(s) - 1) * factor + 1 for s in shape)
+
+
+def invert_velocity(velocity: VelocityField, iterations: int = 50, tolerance_mm: float = 1e-3,
+                    refine: int = VELOCITY_REFINE) -> DisplacementField:
+    """Inverse of ``exp(v)`` as a :class:`DisplacementField` on a grid ``refine`` times finer than
+    the velocity's: ``exp(-v)`` as the start, then fixed-point iteration ``w ← -u(y + w)`` against
+    the forward displacement ``u = exp(v)`` that regkit applies. The worst residual at the fine
+    grid's nodes (mm) is stored as ``inverse_residual_mm``."""
+    from regkit.transforms import invert_displacement
+
+    with torch.no_grad():
+        u = velocity.exp().displacement.detach()
+        grid = refined_grid(velocity.affine, velocity.shape, refine)
+        start = velocity.inverse().exp().displacement_on(*grid, device=u.device, dtype=u.dtype)
+        if start.dim() == 4:
+            start = start[None]
+        w, residual = invert_displacement(u, velocity.affine, iterations, tolerance_mm, grid=grid, start=start)
+    inv = DisplacementField(w, grid[0])
+    inv.inverse_residual_mm = residual
+    return inv
 
 
 def field_grid(transform: Transform) -> Optional[Tuple[torch.Tensor, Tuple[int, int, int]]]:
@@ -55,11 +97,11 @@ def field_grid(transform: Transform) -> Optional[Tuple[torch.Tensor, Tuple[int, 
 
 def round_trip_error(forward: Transform, inverse: Transform, affine, shape, mask: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """``|inverse(forward(x)) - x|`` (mm) over the voxel centres ``x`` of a grid (optionally
-    only where ``mask`` is non-zero): median, 95th percentile and max."""
+    only where ``mask`` is non-zero): mean, median, 95th percentile and max."""
     with torch.no_grad():
         x = space.world_grid(affine, shape, dtype=torch.float32)
         err = (inverse(forward(x)) - x).norm(dim=-1)
     if mask is not None:
         err = err[torch.as_tensor(mask).reshape(err.shape) != 0]
     e = err.reshape(-1).double().numpy()
-    return {"median": float(np.median(e)), "p95": float(np.percentile(e, 95)), "max": float(e.max())}
+    return {"mean": float(e.mean()), "median": float(np.median(e)), "p95": float(np.percentile(e, 95)), "max": float(e.max())}
