@@ -164,9 +164,10 @@ def integer_file(path: Path):
     (scl_slope/scl_inter) are intensities."""
     import numpy as np
 
-    from regkit.io.images import NIBABEL_SUFFIXES, check_input_file, stored_integer_dtype
+    from regkit.io.images import NIBABEL_SUFFIXES, check_header_size, stored_integer_dtype
 
-    p = check_input_file(path)
+    p = Path(path)
+    check_header_size(p)  # before reading every voxel: a small .nii.gz may unpack to gigabytes
     dtype = stored_integer_dtype(p)  # None for floats, scaled integers and unreadable files
     if dtype is None:
         return None  # load_image reports an unreadable file with its own message

@@ -67,7 +67,7 @@ def add_to(app: typer.Typer) -> None:
         metric: Optional[str] = typer.Option(None, "--metric", help="lncc | mse | mi | mind (default: the preset's, lncc)."),
         config: str = typer.Option("default", "--config", help="Preset name (fast, default, accurate, ct, mri) or a .yaml path."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+        seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Random seed (0 to 2**32-1)."),
         fixed_mask: Optional[Path] = typer.Option(None, "--fixed-mask", help="Mask on the fixed grid (non-zero = compare there)."),
         moving_mask: Optional[Path] = typer.Option(None, "--moving-mask", help="Mask on the moving grid."),
         qc: bool = typer.Option(False, "--qc", help="Also write the QC report (qc.png, qc.html, qc.json)."),
@@ -80,11 +80,11 @@ def add_to(app: typer.Typer) -> None:
     ) -> None:
         from regkit.errors import InputError
 
+        if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
+            raise InputError(f"--default-value must be a finite number, got {default_value}")
         if metric is not None and metric not in METRICS:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if refine and model is None:
-        if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
-            raise InputError(f"--default-value must be a finite number, got {default_value}")
             raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
         if model is not None and refine == 0:
             unused = [name for name, value in (("--metric", metric), ("--config", config != "default"), ("--fixed-mask", fixed_mask),

@@ -51,6 +51,33 @@ def write_raw_nifti(path: Path, data: np.ndarray, **header_fields) -> Path:
     return path
 
 
+def gzip_bomb(path: Path, shape=(1024, 1024, 256), dtype=np.float32, vector: bool = False) -> Path:
+    """A NIfTI of zeros whose gzip is ~1 MiB or less but unpacks to ``shape`` (1 GiB of float32 by
+    default): one compressed 16 MiB member of zeros, repeated (gzip readers join members).
+    ``vector``: an ITK/ANTs displacement field (X×Y×Z×1×3, vector intent)."""
+    full = tuple(shape) + ((1, 3) if vector else ())
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(dtype)
+    hdr.set_data_shape(full)
+    hdr.set_sform(AFFINE, code=1)
+    hdr.set_qform(AFFINE, code=1)
+    hdr["vox_offset"] = 352
+    if vector:
+        hdr.set_intent(1007)
+    total = 352 + int(np.prod(full)) * np.dtype(dtype).itemsize
+    chunk = 16 * 2**20
+    zeros = gzip.compress(b"\0" * chunk, compresslevel=9, mtime=0)
+    with path.open("wb") as f:
+        f.write(gzip.compress(hdr.binaryblock + b"\0" * 4, mtime=0))
+        done = 352
+        while done + chunk <= total:
+            f.write(zeros)
+            done += chunk
+        if total > done:
+            f.write(gzip.compress(b"\0" * (total - done), mtime=0))
+    return path
+
+
 def _write(path: Path, content) -> Path:
     """Write text or bytes to ``path``; returns the path."""
     if isinstance(content, str):
@@ -175,6 +202,12 @@ IMAGE_CASES: List[Case] = [
     Case("no_orientation", "neither sform nor qform set",
          lambda d: write_raw_nifti(d / "no_orientation.nii.gz", _volume(), sform_code=0, qform_code=0),
          r"neither sform nor qform", fix="fix the header, or set REGKIT_NIFTI_AFFINE=sform to use voxel sizes only"),
+    Case("qform_negative_pixdim", "qform only, with a negative pixdim (ITK flips the axis, nibabel does not)",
+         lambda d: write_raw_nifti(d / "negative_pixdim.nii.gz", _volume(), sform_code=0, pixdim=[1, -2, 2, 2, 1, 1, 1, 1]),
+         r"read differently by ITK/ANTs", fix="make the pixdim positive (and flip the axis in the qform if meant); or set REGKIT_NIFTI_AFFINE"),
+    Case("gzip_bomb", "a small .nii.gz that unpacks to 1 GiB (REGKIT_MEMORY_LIMIT=512M)", lambda d: gzip_bomb(d / "bomb.nii.gz"),
+         r"needs about .* of memory", code=3, env={"REGKIT_MEMORY_LIMIT": "512M"},
+         fix="downsample or crop the image, or run where more memory is free"),
     Case("over_memory", "declared size beyond the memory budget (REGKIT_MEMORY_LIMIT=24M)",
          lambda d: _nifti(d / "huge.nii.gz", np.zeros((128, 128, 128), np.float32)),
          r"needs about .* of memory", code=3, env={"REGKIT_MEMORY_LIMIT": "24M"},
@@ -383,6 +416,211 @@ def _unsafe_yaml(d: Path, out: Path) -> Run:
     return Run(["train", "--config", str(config), "--out", str(out / "run"), "--no-progress"], config, marker=marker)
 
 
+# ------------------------------------------------- regkit's own transform files, crafted (issue 21)
+def native_transform(path: Path, chain, tensors: Dict[str, object], **metadata: str) -> Path:
+    """A ``.regkit.safetensors`` file written field by field, so its metadata and tensors can
+    hold what ``write_transform`` never writes (``chain``: a list, or raw JSON text)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    meta = {"format": "regkit-transform", "version": "1", "direction": "fixed_to_moving", "world": "RAS_mm",
+            "chain": chain if isinstance(chain, str) else json.dumps(chain)}
+    meta.update(metadata)
+    save_file({k: torch.as_tensor(v) for k, v in tensors.items()}, str(path), metadata=meta)
+    return path
+
+
+def _grid() -> list:
+    return AFFINE.tolist()
+
+
+def _velocity(steps) -> Callable[[Path], Path]:
+    import torch
+
+    return lambda d: native_transform(d / "velocity.regkit.safetensors", [{"type": "velocity", "grid_affine": _grid(), "steps": steps}],
+                                      {"0.velocity": torch.zeros(3, 8, 8, 8)})
+
+
+def _affine_file(name: str, matrix, translation=(0.0, 0.0, 0.0), **metadata) -> Callable[[Path], Path]:
+    import torch
+
+    return lambda d: native_transform(d / name, [{"type": "affine"}], {
+        "0.matrix": torch.tensor(matrix, dtype=torch.float64), "0.translation": torch.tensor(translation, dtype=torch.float64),
+        "0.center": torch.zeros(3, dtype=torch.float64)}, **metadata)
+
+
+def _displacement_file(name: str, fill: float = 0.0, grid=None) -> Callable[[Path], Path]:
+    import torch
+
+    def make(d: Path) -> Path:
+        u = torch.zeros(3, 8, 8, 8)
+        u[0, 2, 3, 4] = fill
+        return native_transform(d / name, [{"type": "displacement", "grid_affine": grid if grid is not None else _grid()}],
+                                {"0.displacement": u})
+    return make
+
+
+def _nested_chain(d: Path) -> Path:
+    return native_transform(d / "nested.regkit.safetensors", "[" * 100_000 + "]" * 100_000, {"0.x": np.zeros(1, np.float32)})
+
+
+def _applying(make: Callable[[Path], Path]) -> Callable[[Path, Path], Run]:
+    """``regkit apply BAD good.nii.gz -r good.nii.gz -o out/warped.nii.gz``."""
+    def build(d: Path, out: Path) -> Run:
+        bad = make(d)
+        return Run(["apply", str(bad), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bad)
+    return build
+
+
+def _inverting(make: Callable[[Path], Path], suffix: str = ".mat") -> Callable[[Path, Path], Run]:
+    def build(d: Path, out: Path) -> Run:
+        bad = make(d)
+        return Run(["invert", str(bad), "-o", str(out / f"inverse{suffix}")], bad)
+    return build
+
+
+def _exporting(make: Callable[[Path], Path]) -> Callable[[Path, Path], Run]:
+    def build(d: Path, out: Path) -> Run:
+        bad = make(d)
+        return Run(["export", str(bad), "-r", str(good_image(d)), "-f", "ants", "-o", str(out / "exported")], bad)
+    return build
+
+
+def _field_bomb(d: Path, out: Path) -> Run:
+    bomb = gzip_bomb(d / "bomb1Warp.nii.gz", shape=(512, 512, 512), vector=True)
+    return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")],
+               bomb, env={"REGKIT_MEMORY_LIMIT": "2G"})
+
+
+def _moving_bomb(d: Path, out: Path) -> Run:
+    bomb = gzip_bomb(d / "bomb.nii.gz")
+    return Run(["apply", str(identity_transform(d)), str(bomb), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")],
+               bomb, env={"REGKIT_MEMORY_LIMIT": "2G"})
+
+
+def _complex_field(d: Path, out: Path) -> Run:
+    field = np.zeros(SHAPE + (1, 3), np.complex64)
+    field[..., 0] = 1 + 1j
+    img = nib.Nifti1Image(field, AFFINE)
+    img.header.set_intent(1007)
+    path = d / "complex1Warp.nii.gz"
+    nib.save(img, str(path))
+    return Run(["apply", str(path), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], path)
+
+
+def _garbage_h5(d: Path, out: Path) -> Run:
+    path = _write(d / "garbage.h5", b"\x89HDF\r\n\x1a\n" + np.random.default_rng(0).bytes(4000))
+    return Run(["apply", str(path), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], path)
+
+
+def _non_utf8_config(d: Path, out: Path) -> Run:
+    config = _write(d / "latin1.yaml", "# réglages\nmetric: lncc\n".encode("latin-1"))
+    return Run(["register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--out", str(out / "result"),
+                "--config", str(config), "--no-progress"], config)
+
+
+def _huge_spacing_config(d: Path, out: Path) -> Run:
+    config = _write(d / "huge_spacing.yaml", "affine:\n  levels:\n    - {spacing_mm: 1.0e+308, iterations: 3}\n")
+    return Run(["register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--out", str(out / "result"),
+                "--config", str(config), "--no-progress"], config)
+
+
+def _manifest(name: str, content) -> Callable[[Path, Path], Run]:
+    def build(d: Path, out: Path) -> Run:
+        good_image(d, "a.nii.gz")
+        good_image(d, "b.nii.gz", 2)
+        manifest = _write(d / name, content)
+        return Run(["register", "--pairs", str(manifest), "--out", str(out / "cohort"), "--config", "fast"], manifest)
+    return build
+
+
+def _non_utf8_points(d: Path, out: Path) -> Run:
+    points = _write(d / "points.csv", "nom,x,y,z\nsérie,1,2,3\n".encode("latin-1"))
+    return Run(["apply", str(identity_transform(d)), "--points", str(points), "--points-out", str(out / "mapped.csv")], points)
+
+
+def _checkpoint_with(name: str, **metadata) -> Callable[[Path, Path], Run]:
+    """``train --resume`` a genuine checkpoint whose metadata holds ``metadata`` (raw JSON text)."""
+    def build(d: Path, out: Path) -> Run:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        genuine = other_model_checkpoint(d)
+        with safe_open(str(genuine), framework="pt") as f:
+            raw, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        raw.update(metadata)
+        bad = d / name
+        save_file(tensors, str(bad), metadata=raw)
+        recipe = train_recipe(d, good_image(d), good_image(d, "b.nii.gz", 2))
+        return Run(["train", "--config", str(recipe), "--out", str(out / "run"), "--resume", str(bad), "--no-progress"], bad)
+    return build
+
+
+_FIX_NATIVE = "regkit writes these files itself; the file is damaged or was not written by regkit: write it again"
+NATIVE_CASES: List[CommandCase] = [
+    CommandCase("velocity_steps_huge", "velocity transform metadata: steps 1e30 (2**steps work)", "apply", _applying(_velocity(1e30)),
+                r"steps must be", fix=_FIX_NATIVE),
+    CommandCase("velocity_steps_overflow", "velocity transform metadata: steps 1000000", "apply", _applying(_velocity(1_000_000)),
+                r"steps must be from 0 to 30", fix=_FIX_NATIVE),
+    CommandCase("velocity_steps_negative", "velocity transform metadata: steps -5", "apply", _applying(_velocity(-5)),
+                r"steps must be from 0 to 30", fix=_FIX_NATIVE),
+    CommandCase("native_version_text", "transform format version 'abc'", "apply",
+                _applying(_affine_file("version.regkit.safetensors", np.eye(3), version="abc")),
+                r"transform format version must be a whole number", fix=_FIX_NATIVE),
+    CommandCase("native_matrix_2x2", "a 2x2 affine matrix", "apply", _applying(_affine_file("matrix2x2.regkit.safetensors", np.eye(2), (0.0, 0.0))),
+                r"matrix has shape \(2, 2\)", fix=_FIX_NATIVE),
+    CommandCase("native_batched", "a batch of 2 affine matrices", "apply",
+                _applying(_affine_file("batched.regkit.safetensors", np.stack([np.eye(3)] * 2), np.zeros((2, 3)))),
+                r"matrix has shape \(2, 3, 3\)", fix=_FIX_NATIVE),
+    CommandCase("native_singular_grid", "a displacement field on a singular grid affine", "apply",
+                _applying(_displacement_file("singular_grid.regkit.safetensors", grid=np.diag([0.0, 2.0, 2.0, 1.0]).tolist())),
+                r"grid_affine is singular", fix=_FIX_NATIVE),
+    CommandCase("native_nested_chain", "a transform chain nested 100,000 deep", "apply", _applying(_nested_chain),
+                r"nested deeper than", fix=_FIX_NATIVE),
+    CommandCase("native_nan_displacement", "NaN in a displacement field (apply)", "apply",
+                _applying(_displacement_file("nan_field.regkit.safetensors", float("nan"))), r"NaN/Inf", fix=_FIX_NATIVE),
+    CommandCase("native_nan_matrix", "NaN in an affine matrix (invert)", "invert",
+                _inverting(_affine_file("nan_matrix.regkit.safetensors", [[1.0, 0.0, 0.0], [0.0, float("nan"), 0.0], [0.0, 0.0, 1.0]])),
+                r"NaN/Inf", fix=_FIX_NATIVE),
+    CommandCase("native_inf_translation", "Inf in an affine translation (export)", "export",
+                _exporting(_affine_file("inf_translation.regkit.safetensors", np.eye(3), (float("inf"), 0.0, 0.0))),
+                r"NaN/Inf", fix=_FIX_NATIVE),
+]
+
+FILE_CASES: List[CommandCase] = [
+    CommandCase("moving_gzip_bomb", "apply: a 1 MiB moving .nii.gz that unpacks to 1 GiB (REGKIT_MEMORY_LIMIT=2G)", "apply",
+                _moving_bomb, r"needs about .* of memory", code=3, fix="downsample or crop the image, or run where more memory is free"),
+    CommandCase("field_gzip_bomb", "a 1.5 MiB displacement field that unpacks to 512³×3 (REGKIT_MEMORY_LIMIT=2G)", "apply",
+                _field_bomb, r"needs about .* of memory", code=3, fix="a coarser field, or more memory"),
+    CommandCase("complex_field", "a complex-valued displacement field", "apply", _complex_field,
+                r"complex64 values", fix="displacements are real vectors: save the real part"),
+    CommandCase("garbage_h5", "an .h5 transform of garbage after the HDF5 signature", "apply", _garbage_h5,
+                r"cannot be read as an ITK transform", fix="copy the file again; check it opens in ITK/ANTs"),
+    CommandCase("non_utf8_config", "a config saved as Latin-1 (not UTF-8)", "register", _non_utf8_config,
+                r"is not UTF-8 text", fix="save the file as UTF-8"),
+    CommandCase("huge_spacing", "spacing_mm: 1.0e+308 in a config", "register", _huge_spacing_config,
+                r"spacing_mm", fix="give a voxel size in mm (at most 1e5)"),
+    CommandCase("non_utf8_manifest", "a manifest saved as Latin-1 (not UTF-8)", "register",
+                _manifest("pairs.csv", "moving,fixed\na.nii.gz,b.nii.gz # série\n".encode("latin-1")),
+                r"is not UTF-8 text", fix="save the manifest as UTF-8"),
+    CommandCase("deep_manifest", "a JSON manifest nested 100,000 deep", "register",
+                _manifest("pairs.json", "[" * 100_000 + "]" * 100_000), r"nested deeper than", fix="a manifest is a list of {moving, fixed} objects"),
+    CommandCase("non_utf8_points", "a points CSV saved as Latin-1 (not UTF-8)", "apply", _non_utf8_points,
+                r"is not UTF-8 text", fix="save the CSV as UTF-8 (Excel: CSV UTF-8)"),
+    CommandCase("checkpoint_step_text", "a checkpoint whose step is \"abc\"", "train", _checkpoint_with("step_text.safetensors", step='"abc"'),
+                r"checkpoint step must be", fix="the checkpoint's metadata is damaged: resume from another one"),
+    CommandCase("checkpoint_step_nan", "a checkpoint whose step is NaN", "train", _checkpoint_with("step_nan.safetensors", step="NaN"),
+                r"checkpoint step must be", fix="the checkpoint's metadata is damaged: resume from another one"),
+    CommandCase("checkpoint_step_list", "a checkpoint whose step is [1, 2]", "train", _checkpoint_with("step_list.safetensors", step="[1, 2]"),
+                r"checkpoint step must be", fix="the checkpoint's metadata is damaged: resume from another one"),
+    CommandCase("checkpoint_deep_json", "checkpoint metadata nested 100,000 deep", "train",
+                _checkpoint_with("deep.safetensors", extra="[" * 100_000 + "]" * 100_000),
+                r"nested deeper than", fix="the checkpoint's metadata is damaged: resume from another one"),
+]
+
+
 COMMAND_CASES: List[CommandCase] = [
     CommandCase("grid_mismatch", "warped labels not on the fixed labels' grid", "evaluate", _grid_mismatch,
                 r"is not on the grid of", fix="resample them onto the fixed grid: regkit apply ... --interp nearest"),
@@ -412,6 +650,8 @@ COMMAND_CASES: List[CommandCase] = [
     CommandCase("pickled_model", "a pickled model for learned registration", "register", _pickled_model,
                 r"pickle", fix="only regkit's safetensors checkpoints are read; pickles are never unpickled",
                 requires_option="--model"),
+    *NATIVE_CASES,
+    *FILE_CASES,
 ]
 
 

@@ -102,3 +102,46 @@ def test_force_removes_only_what_regkit_wrote(tmp_path):
     assert r.exit_code == 0, r.output
     after = _digests(user)
     assert {name: after.get(name) for name in before} == before
+
+
+# ------------------------------------------------------------------- bounded work from small files
+def _peak_rss_of(args, env) -> "tuple[int, str, float, int]":
+    """Exit code, stderr, seconds and peak RSS (bytes) of ``regkit ARGS`` in its own process."""
+    import json
+    import os
+    import subprocess
+
+    exe = Path(sys.executable).with_name("regkit")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "regkit.cli"]
+    probe = ("import json, os, subprocess, sys, time, resource\n"
+             "t = time.monotonic()\n"
+             "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)\n"
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+             "print(json.dumps([p.returncode, p.stderr.decode(), time.monotonic() - t, r.ru_maxrss * 1024]))\n")
+    out = subprocess.run([sys.executable, "-c", probe] + command + [str(a) for a in args], capture_output=True, text=True,
+                         timeout=90, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return tuple(json.loads(out.stdout))
+
+
+def test_no_small_file_makes_regkit_use_2_gb_or_30_s(tmp_path):
+    """The issue's three: a velocity file with steps 1e30 (2**steps), a 1 MiB .nii.gz that
+    unpacks to 1 GiB, a 1 MiB displacement field that unpacks to 1 GiB (512x512x320x3) — each
+    refused (exit 2 or 3, the file named) within 30 s and 2 GB of peak memory, under
+    REGKIT_MEMORY_LIMIT=2G (the reads alone need more)."""
+    from bad_input_corpus import _velocity, gzip_bomb, identity_transform
+
+    d = tmp_path
+    good = good_image(d)
+    cases = {
+        "steps": ([_velocity(1e30)(d), good, "-r", good, "-o", d / "o1.nii.gz"], 2),
+        "gzip": ([identity_transform(d), gzip_bomb(d / "bomb.nii.gz"), "-r", good, "-o", d / "o2.nii.gz"], 3),
+        "field": ([gzip_bomb(d / "bomb1Warp.nii.gz", shape=(512, 512, 320), vector=True), good, "-r", good, "-o", d / "o3.nii.gz"], 3),
+    }
+    for name, (args, code) in cases.items():
+        bad = args[0] if name != "gzip" else args[1]
+        assert bad.stat().st_size < 2**20, (name, bad.stat().st_size)
+        rc, stderr, seconds, peak = _peak_rss_of(["apply", *args], {"REGKIT_MEMORY_LIMIT": "2G"})
+        assert rc == code and stderr.startswith(f"regkit: error: {bad}: ") and stderr.count("\n") == 1, (name, rc, stderr)
+        assert seconds < 30 and peak < 2 * 2**30, (name, seconds, peak / 2**20)
+    assert not any(d.glob("o*.nii.gz"))

@@ -149,7 +149,44 @@ def _header_policy(policy: Optional[str]) -> str:
     return chosen
 
 
-def _check_declared_size(shape: Tuple[int, ...], bytes_per_value: int, p: Path, on_disk: Optional[int] = None) -> None:
+def check_header_size(path: PathLike, working_bytes_per_value: int = 0) -> None:
+    """Read only the header of image ``path`` and refuse (InputError / ResourceError, exit 2/3)
+    a grid that is empty, truncated or would not fit in memory — before any voxel is read
+    (a 1 MiB .nii.gz can unpack to gigabytes). ``working_bytes_per_value``: what the caller
+    keeps per stored value on top of reading it (e.g. a displacement field as float64 copies).
+    Headers that cannot be read are left to the reader, which says why."""
+    import nibabel as nib
+
+    p = check_input_file(path)
+    try:
+        if _has_suffix(p, ITK_SUFFIXES):
+            import SimpleITK as sitk
+
+            with _quiet_c_stderr():
+                reader = sitk.ImageFileReader()
+                reader.SetFileName(str(p))
+                reader.ReadImageInformation()
+            itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
+            shape = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+            on_disk = None
+        else:
+            img = nib.load(str(p))
+            shape, itemsize, on_disk = img.shape, np.dtype(img.get_data_dtype()).itemsize, _stored_bytes(img, p)
+    except Exception:  # noqa: BLE001 - the reader reports an unreadable header in its own words
+        return
+    _check_declared_size(shape, itemsize, p, on_disk, working_bytes_per_value)
+
+
+def _stored_bytes(img, p: Path) -> Optional[int]:
+    """Bytes of voxel data an uncompressed file holds after its header (None when compressed)."""
+    proxy = getattr(img, "dataobj", None)
+    if p.name.lower().endswith((".gz", ".mgz")) or not hasattr(proxy, "offset"):
+        return None
+    return p.stat().st_size - int(proxy.offset)
+
+
+def _check_declared_size(shape: Tuple[int, ...], bytes_per_value: int, p: Path, on_disk: Optional[int] = None,
+                         working_bytes_per_value: int = 0) -> None:
     """Refuse a header that declares an empty grid, more voxels than memory holds, or (for an
     uncompressed file) more data than the file contains — before reading any voxel."""
     if len(shape) < 2:
@@ -159,8 +196,9 @@ def _check_declared_size(shape: Tuple[int, ...], bytes_per_value: int, p: Path, 
     n_bytes = int(np.prod([int(s) for s in shape], dtype=object)) * bytes_per_value
     if on_disk is not None and n_bytes > on_disk:
         raise InputError(f"is truncated: its header declares {n_bytes} bytes of voxel data but it holds {max(on_disk, 0)}", p)
-    check_memory(estimate_image_read(shape, bytes_per_value), f"reading it (shape {tuple(int(s) for s in shape)})",
-                 hint="downsample or crop it first", path=p)
+    values = int(np.prod([int(s) for s in shape], dtype=object))
+    check_memory(estimate_image_read(shape, bytes_per_value) + values * int(working_bytes_per_value),
+                 f"reading it (shape {tuple(int(s) for s in shape)})", hint="downsample or crop it first", path=p)
 
 
 def _read_nibabel(p: Path, is_label: bool, policy: str):
@@ -199,17 +237,16 @@ def _read_nibabel_quietly(p: Path, is_label: bool, policy: str):
             raise
         if not hasattr(img, "dataobj") or not hasattr(img, "shape"):
             raise InputError(f"is not a volume image ({type(img).__name__})", p)
-        on_disk = None
         proxy = img.dataobj
-        if not p.name.lower().endswith((".gz", ".mgz")) and hasattr(proxy, "offset"):
-            on_disk = p.stat().st_size - int(proxy.offset)
-        _check_declared_size(img.shape, np.dtype(img.get_data_dtype()).itemsize, p, on_disk)
+        _check_declared_size(img.shape, np.dtype(img.get_data_dtype()).itemsize, p, _stored_bytes(img, p))
         stored = np.dtype(img.get_data_dtype())
         if stored.kind == "c" or stored.fields is not None:  # casting would keep the real part / fail obscurely
             raise InputError(f"holds {'complex' if stored.kind == 'c' else 'RGB/structured'} voxels ({stored}); "
                              "regkit registers real scalar images: save the magnitude (or one channel) first", p)
         if isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             affine = _nifti_affine(img, p, policy)
+            if policy == "strict":
+                _check_same_as_itk(affine, img.shape, p)
         else:
             affine = img.affine
         array = np.asanyarray(proxy) if is_label else _scaled_float32(proxy)
@@ -247,8 +284,49 @@ def _corner_distance(a: np.ndarray, b: np.ndarray, shape) -> float:
     return float(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1).max())
 
 
+#: mm per unit of a NIfTI header's spatial ``xyzt_units`` (unknown is taken as mm, as by ITK)
+NIFTI_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
 def _nifti_affine(img, p: Path, policy: Optional[str] = None) -> np.ndarray:
-    """The voxel→world affine of a NIfTI header under ``policy`` (module docstring)."""
+    """The voxel→world affine (mm) of a NIfTI header under ``policy`` (module docstring); a
+    header in metres or micrometres (``xyzt_units``) is scaled to mm, as ITK/ANTs read it."""
+    unit = str(img.header.get_xyzt_units()[0])
+    return _nifti_affine_in_units(img, p, policy) * np.array([NIFTI_UNIT_MM.get(unit, 1.0)] * 3 + [1.0])[:, None]
+
+
+def _check_same_as_itk(affine: np.ndarray, shape, p: Path) -> None:
+    """Refuse a NIfTI header that ITK (so ANTs, SimpleITK, Slicer) maps to a different place
+    than regkit does — negative pixdim in a qform, sforms ITK does not take, ... — by more than
+    :data:`SFORM_QFORM_TOLERANCE_VOXELS`: a transform from one would be wrong for the other.
+    Headers ITK cannot read or reads as another dimension are not compared."""
+    import SimpleITK as sitk
+
+    try:
+        with _quiet_c_stderr():
+            reader = sitk.ImageFileReader()
+            reader.SetImageIO("NiftiImageIO")
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()
+        if reader.GetDimension() != 3:
+            return
+        itk = np.eye(4)
+        itk[:3, :3] = np.array(reader.GetDirection(), dtype=np.float64).reshape(3, 3) * np.array(reader.GetSpacing())[None, :]
+        itk[:3, 3] = reader.GetOrigin()
+        itk = space.ras_to_lps_matrix().numpy() @ itk
+    except Exception:  # noqa: BLE001 - ITK cannot read it: nothing to compare with
+        return
+    voxel = float(np.linalg.norm(affine[:3, :3], axis=0).min()) or 1.0
+    gap = _corner_distance(affine, itk, shape)
+    if np.isfinite(gap) and gap > SFORM_QFORM_TOLERANCE_VOXELS * voxel:
+        raise InputError(
+            f"its header is read differently by ITK/ANTs (grid corners up to {gap:.3g} mm apart; e.g. negative "
+            f"pixdim, or an sform ITK does not take), so its geometry is ambiguous; fix the header or set "
+            f"{ENV_HEADER_POLICY}=sform or =qform to use nibabel's reading", p)
+
+
+def _nifti_affine_in_units(img, p: Path, policy: Optional[str] = None) -> np.ndarray:
+    """The voxel→world affine of a NIfTI header under ``policy``, in the header's units."""
     policy = _header_policy(policy)
     hdr = img.header
     sform, scode = hdr.get_sform(coded=True)

@@ -27,7 +27,7 @@ import torch
 from regkit import space
 from regkit.errors import InputError
 from regkit.io.atomic import atomic_path
-from regkit.io.images import check_input_file, set_sitk_geometry, sitk_affine
+from regkit.io.images import _itk_reason, _quiet_c_stderr, check_header_size, check_input_file, set_sitk_geometry, sitk_affine
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform
 
 PathLike = Union[str, Path]
@@ -35,6 +35,8 @@ AFFINE_SUFFIXES = (".mat", ".tfm", ".txt", ".h5", ".hdf5")
 FIELD_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 NIFTI_INTENT_VECTOR = 1007
 LPS_FLIP = np.array([-1.0, -1.0, 1.0])  # RAS ↔ LPS for points and vectors (its own inverse)
+#: bytes per stored value a displacement field needs once read: float64 LPS, RAS and (3, X, Y, Z) copies
+FIELD_WORKING_BYTES = 3 * 8
 
 
 def _flip4() -> np.ndarray:
@@ -108,9 +110,10 @@ def _read_sitk_transform(path: PathLike):
 
     p = check_input_file(path)
     try:
-        tx = sitk.ReadTransform(str(p))
+        with _quiet_c_stderr():  # HDF5 prints its stack for a damaged .h5; ITK's exception says enough
+            tx = sitk.ReadTransform(str(p))
     except Exception as e:
-        raise InputError(f"cannot be read as an ITK transform ({_first_line(e)})", p) from e
+        raise InputError(f"cannot be read as an ITK transform ({_itk_reason(e)})", p) from e
     if tx.GetDimension() != 3:
         raise InputError(f"holds a {tx.GetDimension()}D transform; regkit needs 3D", p)
     parts = _sitk_parts(tx)
@@ -207,6 +210,7 @@ def read_itk_displacement(path: PathLike) -> DisplacementField:
     vector image. The field's grid is the file's grid.
     """
     p = check_input_file(path)
+    check_header_size(p, working_bytes_per_value=FIELD_WORKING_BYTES)  # before the data: small files unpack big
     if _is_nifti(p):
         vectors, affine = _read_nifti_vectors(p)
     else:
@@ -230,8 +234,12 @@ def _read_nifti_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
 
     try:
         img = nib.load(str(p))
+        if np.dtype(img.get_data_dtype()).kind not in "iuf":  # complex: numpy would drop the imaginary part
+            raise InputError(f"holds {np.dtype(img.get_data_dtype())} values; a displacement field holds real numbers", p)
         array = np.asanyarray(img.dataobj)
         affine = _nifti_affine(img, p)
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"cannot be read as a displacement field ({_first_line(e)})", p) from e
     shape = array.shape
@@ -265,9 +273,10 @@ def _read_sitk_vectors(p: Path) -> Tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
     try:
-        img = sitk.ReadImage(str(p))
+        with _quiet_c_stderr():
+            img = sitk.ReadImage(str(p))
     except Exception as e:
-        raise InputError(f"cannot be read as a displacement field ({_first_line(e)})", p) from e
+        raise InputError(f"cannot be read as a displacement field ({_itk_reason(e)})", p) from e
     return _sitk_vectors(img, p)
 
 

@@ -22,9 +22,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a .inf weight would run and write NaN fields
 
 
+#: bounds that keep a config's numbers from overflowing grid sizes or asking for endless work
+MAX_MM = 1e5
+MAX_ITERATIONS = 100_000
+
+
 class AffineLevel(_Strict):
-    spacing_mm: float = Field(gt=0, description="isotropic voxel size of this level's working grid")
-    iterations: int = Field(ge=0)
+    spacing_mm: float = Field(gt=0, le=MAX_MM, description="isotropic voxel size of this level's working grid")
+    iterations: int = Field(ge=0, le=MAX_ITERATIONS)
 
 
 class AffineStage(_Strict):
@@ -37,9 +42,9 @@ class AffineStage(_Strict):
 
 
 class DeformableLevel(_Strict):
-    spacing_mm: float = Field(gt=0, description="voxel size of the level's working grid (>= the fixed image's)")
-    control_spacing_mm: float = Field(gt=0, description="spacing of the velocity/displacement control grid")
-    iterations: int = Field(ge=0)
+    spacing_mm: float = Field(gt=0, le=MAX_MM, description="voxel size of the level's working grid (>= the fixed image's)")
+    control_spacing_mm: float = Field(gt=0, le=MAX_MM, description="spacing of the velocity/displacement control grid")
+    iterations: int = Field(ge=0, le=MAX_ITERATIONS)
 
 
 class DeformableStage(_Strict):
@@ -67,7 +72,7 @@ class RegistrationConfig(_Strict):
     metric_weights: Dict[Metric, float] = Field(
         default_factory=lambda: {"lncc": 1.0, "mse": 1.0, "mi": 1.0, "mind": 1.0},
         description="similarity multiplier per metric, so one regularisation weight suits all")
-    crop_margin_mm: Optional[float] = Field(12.0, ge=0, description="crop the working grid to the fixed foreground + margin (null: no crop)")
+    crop_margin_mm: Optional[float] = Field(12.0, ge=0, le=MAX_MM, description="crop the working grid to the fixed foreground + margin (null: no crop)")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the idle cores, see register.cpu_threads)")
     early_stop_window: int = Field(10, ge=2, description="iterations compared for the plateau test")
     early_stop_tolerance: float = Field(1e-4, ge=0, description="stop a level when the loss improves less than this per iteration")
@@ -127,7 +132,9 @@ def _preset_or_file_text(name: str):
     if name.endswith((".yaml", ".yml")) or path.is_file():  # a folder named like a preset is not a config
         if not path.is_file():
             raise InputError("no such config file", path)
-        return path.read_text(), str(path)
+        from regkit.io.validate import read_text
+
+        return read_text(path, "config file"), str(path)
     candidate = resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml")
     if not candidate.is_file() or name.startswith("train_"):
         raise InputError(f"unknown preset '{name}' (presets: {', '.join(preset_names())}; or give a .yaml path)")

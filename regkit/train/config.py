@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 from pydantic import Field, ValidationError, model_validator
 
 from regkit.errors import InputError, describe_validation_error
+from regkit.io import validate
 from regkit.nn.config import ModelConfig, Strict
 
 
@@ -145,7 +146,7 @@ class TrainConfig(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     val_every: int = Field(100, ge=1)
     val_pairs: Optional[int] = Field(None, ge=1, description="validate on the first N pairs only")
     checkpoint_every: int = Field(100, ge=1)
@@ -171,7 +172,7 @@ def load_train_config(path: Union[str, Path]) -> TrainConfig:
     if not p.is_file():
         raise InputError("no such config file", p)
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(validate.read_text(p, "training config")) or {}
     except yaml.YAMLError as e:
         raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", p) from e
     try:
