@@ -18,16 +18,24 @@ fields are sampled on the grid of ``reference`` (the fixed image). Files, for ``
     in **RAS mm** (NOT the LPS of ITK files), ``T(x) = x + u(x)`` for the fixed-grid voxel centre ``x``;
     its header's ``intent_name`` is ``RAS ddf (regkit)``, so regkit reads it back as RAS.
 ``learn2reg``
-    ``Pdisp.npz``: the Learn2Reg displacement, array ``arr_0`` of shape ``(3, X, Y, Z)`` (channels
-    first) float32, in **voxel units of the fixed grid**: for fixed voxel ``i`` (nibabel index order)
-    the moving location is ``i + d[:, i]`` in fixed-grid voxel indices — Learn2Reg's
-    ``map_coordinates(moving, identity + d)`` convention, which assumes the moving image was put on
-    the fixed grid. Full resolution (Learn2Reg 2021 also accepted half resolution).
+    What the Learn2Reg evaluator (MDL-UzL/L2R ``evaluation.py``) reads: ``Pdisp_FFFF_MMMM.npz`` —
+    fixed and moving subject — when both images have the same modality (or fixed ``0000``, moving
+    ``0001``), else ``Pdisp_FFFF_fmod_MMMM_mmod.npz``; subjects and modalities come from the images'
+    Learn2Reg names (``TASK_SSSS_MMMM.nii.gz``) or ``case``. Array ``arr_0`` of shape
+    ``(X, Y, Z, 3)`` (the fixed grid, channels last), float32 (float16 on request), in **voxel
+    units**: fixed voxel ``i`` (nibabel index order) lands on moving voxel ``i + d[i]`` — the
+    evaluator's ``map_coordinates(moving, identity + d)``; with ``moving`` given its grid is used,
+    else the moving image is taken to be on the fixed grid (as Learn2Reg's data are).
+``learn2reg-2021``
+    The 2021 layout: ``Pdisp.npz``, ``arr_0`` of shape ``(3, X, Y, Z)`` (channels first) float32,
+    voxel units of the fixed grid.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
+
+import re
 
 import numpy as np
 import torch
@@ -39,17 +47,53 @@ from regkit.io.atomic import atomic_group, atomic_path, check_writable
 from regkit.transforms import AffineTransform, Compose, Transform
 
 PathLike = Union[str, Path]
-FORMATS = ("ants", "itk", "nifti-ddf", "learn2reg")
+FORMATS = ("ants", "itk", "nifti-ddf", "learn2reg", "learn2reg-2021")
 SUFFIXES: Dict[str, Tuple[str, ...]] = {
     "ants": ("0GenericAffine.mat", "1Warp.nii.gz"),
     "itk": ("Composite.h5",),
     "nifti-ddf": ("ddf.nii.gz",),
-    "learn2reg": ("disp.npz",),
+    "learn2reg-2021": ("disp.npz",),
 }
+#: a Learn2Reg image name: TASK_SSSS_MMMM.nii.gz (subject, modality; the evaluator slices these out)
+L2R_IMAGE_NAME = re.compile(r"_(\d{4})_(\d{4})\.nii(\.gz)?$")
+L2R_CASE = re.compile(r"^(\d{4})_(\d{4})_(\d{4})_(\d{4})$")
 
 
-def output_paths(prefix: PathLike, fmt: str) -> List[Path]:
-    """The files :func:`export_transform` writes for ``fmt`` with ``prefix`` (prefix + suffix)."""
+def learn2reg_case(fixed_name: str, moving_name: str) -> str:
+    """``"FFFF_fmod_MMMM_mmod"`` from two Learn2Reg image names (InputError naming the one that is not)."""
+    from regkit.errors import InputError
+
+    ids = []
+    for name in (fixed_name, moving_name):
+        m = L2R_IMAGE_NAME.search(str(name))
+        if m is None:
+            raise InputError("is not named as Learn2Reg names images (TASK_SSSS_MMMM.nii.gz: subject, modality); "
+                             "give the pair as --case FIXEDSUBJ_MOD_MOVINGSUBJ_MOD, e.g. 0001_0000_0002_0000", name)
+        ids += [m.group(1), m.group(2)]
+    return "_".join(ids)
+
+
+def learn2reg_file_name(case: str) -> str:
+    """The file the Learn2Reg evaluator looks for: ``disp_F_M.npz`` for the same modality (or
+    ``0000`` → ``0001``), else ``disp_F_fmod_M_mmod.npz``."""
+    from regkit.errors import InputError
+
+    m = L2R_CASE.match(case)
+    if m is None:
+        raise InputError(f"--case must be FIXEDSUBJ_MOD_MOVINGSUBJ_MOD, four 4-digit numbers (e.g. 0001_0000_0002_0000); got {case!r}")
+    fs, fm, ms, mm = m.groups()
+    if fm == mm or (fm == "0000" and mm == "0001"):
+        return f"disp_{fs}_{ms}.npz"
+    return f"disp_{case}.npz"
+
+
+def output_paths(prefix: PathLike, fmt: str, case: Optional[str] = None) -> List[Path]:
+    """The files :func:`export_transform` writes for ``fmt`` with ``prefix`` (prefix + suffix;
+    ``learn2reg`` needs the Learn2Reg ``case``, see :func:`learn2reg_case`)."""
+    if fmt == "learn2reg":
+        if case is None:
+            raise ValueError("the learn2reg format names its file after the case (FIXEDSUBJ_MOD_MOVINGSUBJ_MOD)")
+        return [Path(f"{prefix}{learn2reg_file_name(case)}")]
     if fmt not in SUFFIXES:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     return [Path(f"{prefix}{s}") for s in SUFFIXES[fmt]]
@@ -85,20 +129,28 @@ def dense_displacement(transform: Transform, reference: Image) -> Tensor:
     return u[0] if u.dim() == 5 else u
 
 
-def voxel_displacement(transform: Transform, reference: Image) -> Tensor:
-    """Learn2Reg's field: ``A⁻¹ T(A i) - i`` in voxel units of ``reference``, ``(3, X, Y, Z)``."""
-    lin_inv = torch.linalg.inv(space.as_affine(reference.affine)[:3, :3])
-    u = dense_displacement(transform, reference)
-    return torch.einsum("ab,bxyz->axyz", lin_inv, u)
+def voxel_displacement(transform: Transform, reference: Image, moving_affine=None) -> Tensor:
+    """Learn2Reg's field ``B⁻¹ T(A i) - i`` in voxel units, ``(3, X, Y, Z)`` on ``reference``'s grid
+    (``A``), ``B`` the moving image's voxel→world (default ``A``: the moving image on the fixed grid)."""
+    a = space.as_affine(reference.affine)
+    b = a if moving_affine is None else space.as_affine(moving_affine)
+    with torch.no_grad():
+        y = transform.grid_points(a, reference.shape, dtype=torch.float64)
+    y = y[0] if y.dim() == 5 else y
+    ijk = space.voxel_grid(reference.shape, dtype=torch.float64)
+    return (space.world_to_voxel(y, b) - ijk).movedim(-1, 0)
 
 
-def export_transform(transform: Transform, reference: Image, fmt: str, prefix: PathLike, force: bool = False) -> List[Path]:
+def export_transform(transform: Transform, reference: Image, fmt: str, prefix: PathLike, force: bool = False,
+                     moving: Optional[Image] = None, case: Optional[str] = None, float16: bool = False) -> List[Path]:
     """Write ``transform`` (fixed → moving) for another tool; returns the files written.
 
-    See the module docstring for each format's files and conventions. Nothing is written when
-    any output exists and ``force`` is false.
+    See the module docstring for each format's files and conventions. ``moving``, ``case`` and
+    ``float16`` are for ``learn2reg`` (the moving image's grid, the Learn2Reg case
+    ``FIXEDSUBJ_MOD_MOVINGSUBJ_MOD``, half-precision values). Nothing is written when any output
+    exists and ``force`` is false.
     """
-    paths = output_paths(prefix, fmt)
+    paths = output_paths(prefix, fmt, case)
     for p in paths:
         check_writable(p, force)
     if fmt == "ants":
@@ -112,12 +164,19 @@ def export_transform(transform: Transform, reference: Image, fmt: str, prefix: P
         _write_itk_composite(transform, reference, paths[0], force)
     elif fmt == "nifti-ddf":
         _write_nifti(np.moveaxis(dense_displacement(transform, reference).numpy(), 0, -1), reference, paths[0], force)
+    elif fmt == "learn2reg":
+        d = voxel_displacement(transform, reference, moving.affine if moving is not None else None)
+        _write_npz(np.moveaxis(d.numpy(), 0, -1).astype(np.float16 if float16 else np.float32), paths[0], force)
     else:
-        d = voxel_displacement(transform, reference).numpy().astype(np.float32)
-        with atomic_path(paths[0], force) as tmp:
-            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
-                np.savez_compressed(f, d)
+        _write_npz(voxel_displacement(transform, reference).numpy().astype(np.float32), paths[0], force)
     return paths
+
+
+def _write_npz(array: np.ndarray, path: Path, force: bool) -> None:
+    """``array`` as ``arr_0`` of a compressed ``.npz`` (no pickle), atomically."""
+    with atomic_path(path, force) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
+            np.savez_compressed(f, np.ascontiguousarray(array))
 
 
 def _write_nifti(array: np.ndarray, reference: Image, path: Path, force: bool) -> None:

@@ -99,7 +99,7 @@ def test_nifti_ddf_and_learn2reg_conventions(pair, tmp_path):
 
     fixed, t = pair["fixed"], pair["transform"]
     (ddf_path,) = export_transform(t, fixed, "nifti-ddf", tmp_path / "x_")
-    (l2r_path,) = export_transform(t, fixed, "learn2reg", tmp_path / "x_")
+    (l2r_path,) = export_transform(t, fixed, "learn2reg-2021", tmp_path / "x_")
     nii = nib.load(str(ddf_path))
     ddf = np.asarray(nii.dataobj)
     assert ddf.shape == fixed.shape + (3,) and np.allclose(nii.affine, fixed.affine.numpy())
