@@ -18,7 +18,7 @@ Formats (files are PREFIX + suffix):
 
   itk        PREFIXComposite.h5: ITK composite transform (the same affine + field), for SimpleITK/ITK/ANTs.
 
-  nifti-ddf  PREFIXddf.nii.gz: dense displacement X×Y×Z×3 float32 on the fixed grid, vectors in RAS mm
+  nifti-ddf  PREFIXddf_RAS.nii.gz: NIfTI-2 dense displacement X×Y×Z×3 float32 on the fixed grid, vectors in RAS mm
              (T(x) = x + u(x)); NOT the LPS of ITK files (its intent_name says so; regkit reads it back as RAS).
 
   learn2reg  what the Learn2Reg evaluator (MDL-UzL/L2R) reads: PREFIXdisp_FFFF_MMMM.npz (same modality,

@@ -14,9 +14,11 @@ fields are sampled on the grid of ``reference`` (the fixed image). Files, for ``
     ``PComposite.h5``: an ITK ``CompositeTransform`` holding the same affine and field (SimpleITK
     writes it; ``sitk.ReadTransform`` / ``antsApplyTransforms -t PComposite.h5`` read it).
 ``nifti-ddf``
-    ``Pddf.nii.gz``: a plain dense displacement field ``X×Y×Z×3`` float32 on the fixed grid, vectors
-    in **RAS mm** (NOT the LPS of ITK files), ``T(x) = x + u(x)`` for the fixed-grid voxel centre ``x``;
-    its header's ``intent_name`` is ``RAS ddf (regkit)``, so regkit reads it back as RAS.
+    ``Pddf_RAS.nii.gz``: a plain dense displacement field ``X×Y×Z×3`` float32 on the fixed grid,
+    vectors in **RAS mm** (NOT the LPS of ITK files), ``T(x) = x + u(x)`` for the fixed-grid voxel
+    centre ``x`` — for nibabel/MONAI-style tools. A NIfTI-2 file, so that ITK and ANTs refuse it
+    instead of misreading it as their LPS field; its header's ``intent_name`` is
+    ``RAS ddf (regkit)``, so regkit reads it back as RAS.
 ``learn2reg``
     What the Learn2Reg evaluator (MDL-UzL/L2R ``evaluation.py``) reads: ``Pdisp_FFFF_MMMM.npz`` —
     fixed and moving subject — when both images have the same modality (or fixed ``0000``, moving
@@ -51,7 +53,7 @@ FORMATS = ("ants", "itk", "nifti-ddf", "learn2reg", "learn2reg-2021")
 SUFFIXES: Dict[str, Tuple[str, ...]] = {
     "ants": ("0GenericAffine.mat", "1Warp.nii.gz"),
     "itk": ("Composite.h5",),
-    "nifti-ddf": ("ddf.nii.gz",),
+    "nifti-ddf": ("ddf_RAS.nii.gz",),
     "learn2reg-2021": ("disp.npz",),
 }
 #: a Learn2Reg image name: TASK_SSSS_MMMM.nii.gz (subject, modality; the evaluator slices these out)
@@ -185,7 +187,9 @@ def _write_nifti(array: np.ndarray, reference: Image, path: Path, force: bool) -
     from regkit.io.itk import mark_ras_ddf
 
     a = reference.affine.numpy()
-    nii = nib.Nifti1Image(array.astype(np.float32), a)
+    # NIfTI-2: ITK (so ANTs, SimpleITK, Slicer) refuses to open it, where it silently misreads an
+    # X×Y×Z×3 NIfTI-1 field (as a zero or LPS displacement); nibabel, MONAI, FSL read it
+    nii = nib.Nifti2Image(array.astype(np.float32), a)
     nii.set_sform(a, code=1)
     nii.set_qform(a, code=1)
     mark_ras_ddf(nii.header)  # read back as RAS by regkit (an unmarked X×Y×Z×3 field is taken as ITK's LPS)

@@ -73,6 +73,30 @@ def test_itk_composite_export_reproduces_regkit_resampling(pair, regkit_warped, 
     assert _labelled_agreement(ours_labels, as_xyz(labels)) >= 0.999
 
 
+def test_ants_refuses_the_ras_ddf_rather_than_misapplying_it(pair, regkit_warped, sample_paths, tmp_path):
+    """antspyx given regkit's RAS field either refuses it or reproduces regkit's warp — never a
+    silent identity (a NIfTI-1 X×Y×Z×3 field is taken by ANTs as a zero displacement)."""
+    ants = pytest.importorskip("ants", reason="antspyx (test extra: pip install regkit[test]) is needed to check the ANTs export")
+    import SimpleITK as sitk
+
+    fixed_image = pair["fixed"]
+    ras_only = pair["transform"].transforms[0]  # the SVF part: an export of the field alone
+    (ddf,) = export_transform(ras_only, fixed_image, "nifti-ddf", tmp_path / "x_")
+    assert ddf.name == "x_ddf_RAS.nii.gz"
+    fixed = ants.image_read(str(sample_paths["fixed"]))
+    moving = ants.image_read(str(sample_paths["fixed"]))  # fixed resampled by the field: identity is recognisable
+    try:
+        theirs = ants.apply_transforms(fixed, moving, [str(ddf)], interpolator="linear").numpy()
+    except Exception as e:  # refused: fine
+        assert "non-zero exit" in str(e) or "ddf" in str(e), e
+    else:
+        with torch.no_grad():
+            ours = resample(fixed_image, ras_only, fixed_image).numpy()
+        assert _ncc(ours[0] if ours.ndim == 4 else ours, theirs) > 0.999
+    with pytest.raises(RuntimeError):  # SimpleITK (ITK) refuses it too
+        sitk.ReadImage(str(ddf))
+
+
 def _voxel_points(fixed, n: int = 200) -> tuple:
     g = torch.Generator().manual_seed(0)
     ijk = torch.stack([torch.randint(0, s, (n,), generator=g) for s in fixed.shape], dim=-1)
