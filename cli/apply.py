@@ -95,6 +95,7 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
                     interp: Optional[str], inverse: bool, force: bool, default_value: float = 0.0) -> None:
     import torch
 
+    from regkit.errors import InputError
     from regkit.io.atomic import check_writable
     from regkit.io.images import check_image_output, load_image, save_image
     from regkit import resources
@@ -129,6 +130,9 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
                            hint="use a coarser reference grid", path=reference_path)
     with torch.no_grad():
         warped = resample(moving, chain, reference, mode=mode, default_value=fill)
+    if warped.data.is_floating_point() and not bool(torch.isfinite(warped.data).all()):  # overflowing transforms
+        raise InputError("resampling through these transforms gives NaN/Inf voxels (the transforms' values overflow)",
+                         transform_paths[0])
     save_image(warped, output, force=force, dtype=integer[0] if is_label else None)
     typer.echo(f"wrote {output}")
 
@@ -188,6 +192,7 @@ def integer_file(path: Path):
 def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out: Path, inverse: bool, lps: bool, force: bool) -> None:
     import torch
 
+    from regkit.errors import InputError
     from regkit.io.atomic import check_writable
     from regkit.metrics import read_landmarks
 
@@ -197,6 +202,9 @@ def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out:
     chain = load_chain(transform_paths, inverse)
     with torch.no_grad():
         mapped = chain(pts).double()
+    if not bool(torch.isfinite(mapped).all()):  # e.g. a long chain of large scalings overflows
+        raise InputError("mapping the points through these transforms gives NaN/Inf (the transforms' values overflow)",
+                         transform_paths[0])
     write_points_csv(points_path, mapped, points_out, lps=lps, force=force)
     typer.echo(f"mapped {pts.shape[0]} point{'s' if pts.shape[0] != 1 else ''} -> {points_out}")
 

@@ -172,7 +172,7 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     or no header and the first three columns numeric. With ``lps=True`` the file holds LPS
     coordinates (ITK/ANTs/Slicer-legacy convention) and x, y are negated to get RAS.
     """
-    from regkit.io.validate import csv_rows
+    from regkit.io.validate import MAX_ABS_VALUE, csv_rows
 
     p = Path(path)
     if not p.is_file():
@@ -194,6 +194,9 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
     if bad.size:
         raise InputError(f"landmark {bad[0] + 1} has a NaN/Inf coordinate", p)
+    far = np.flatnonzero((np.abs(pts) > MAX_ABS_VALUE).any(axis=1))
+    if far.size:
+        raise InputError(f"landmark {far[0] + 1} has a coordinate beyond {MAX_ABS_VALUE:g} mm", p)
     if lps:
         pts[:, :2] *= -1.0
     return torch.from_numpy(pts.reshape(-1, 3))

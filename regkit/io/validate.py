@@ -135,9 +135,16 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def finite_tensor(tensor, name: str, path: Optional[PathLike], shapes: Sequence[Optional[Sequence[Optional[int]]]] = ()):
-    """``tensor`` (a torch tensor) when it holds real floating-point, finite values and, if
-    ``shapes`` are given, matches one of them (``None`` entries match any size)."""
+#: largest magnitude of a coordinate, length or matrix entry read from a file (mm): 1 km.
+#: Beyond it float32 arithmetic on world points overflows into Inf/NaN results.
+MAX_ABS_VALUE = 1e6
+
+
+def finite_tensor(tensor, name: str, path: Optional[PathLike], shapes: Sequence[Optional[Sequence[Optional[int]]]] = (),
+                  max_abs: float = MAX_ABS_VALUE):
+    """``tensor`` (a torch tensor) when it holds real floating-point, finite values of at most
+    ``max_abs`` in magnitude and, if ``shapes`` are given, matches one of them (``None`` entries
+    match any size)."""
     import torch
 
     if not torch.is_tensor(tensor):
@@ -151,6 +158,9 @@ def finite_tensor(tensor, name: str, path: Optional[PathLike], shapes: Sequence[
         raise InputError(f"{name} is empty (shape {tuple(tensor.shape)})", path)
     if not bool(torch.isfinite(tensor).all()):
         raise InputError(f"{name} holds NaN/Inf values", path)
+    largest = float(tensor.abs().max())
+    if largest > max_abs:
+        raise InputError(f"{name} holds a value of {largest:.3g}; values beyond {max_abs:g} (mm) are refused", path)
     return tensor
 
 
@@ -161,7 +171,7 @@ def grid_affine(value: object, name: str, path: Optional[PathLike]):
 
     if not (isinstance(value, list) and len(value) == 4 and all(isinstance(r, list) and len(r) == 4 for r in value)):
         raise InputError(f"{name} must be a 4x4 matrix (list of 4 rows of 4 numbers)", path)
-    rows = [[number(x, name, path) for x in r] for r in value]
+    rows = [[number(x, name, path, -MAX_ABS_VALUE, MAX_ABS_VALUE) for x in r] for r in value]
     m = torch.tensor(rows, dtype=torch.float64)
     if not torch.equal(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)):
         raise InputError(f"{name}'s last row must be 0 0 0 1, got {m[3].tolist()}", path)
