@@ -25,7 +25,7 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="a cascade checkpoint, or 'optimiser' for the optimiser alone")
+    ap.add_argument("checkpoint", help="a cascade checkpoint, a shipped model's name (brain), or 'optimiser' for the optimiser alone")
     ap.add_argument("data", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--evaluate", type=Path, help="path of ../shared/bench/evaluate.py")
@@ -53,7 +53,9 @@ def main() -> None:
             result.log["predict_seconds"] = 0.0
             return result
     else:
-        model = load_model(a.checkpoint, a.device)
+        from regkit.nn.shipped import resolve_model
+
+        model = load_model(resolve_model(a.checkpoint), a.device)  # a path, or a shipped model's name (brain)
 
         def run(moving, fixed, refine=0, device=None):
             return register_with_model(moving, fixed, model, refine=refine, device=device)

@@ -50,7 +50,7 @@ def _register_commands() -> None:
     # each module adds its command(s) to `app`; kept separate so commands evolve independently
     import importlib
 
-    for name in ("apply", "register", "train", "evaluate", "qc", "export", "invert"):
+    for name in ("apply", "register", "train", "evaluate", "qc", "export", "invert", "models"):
         module = importlib.import_module(f"regkit.cli.{name}")
         module.add_to(app)
 

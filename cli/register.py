@@ -39,11 +39,14 @@ Examples:
 
   regkit register moving.nii.gz fixed.nii.gz --out result/ --config my_settings.yaml --seed 1
 
+  regkit register t2.nii.gz t1.nii.gz --out result/ --model brain
+
   regkit register moving.nii.gz fixed.nii.gz --out result/ --model runs/brain2mm/best.safetensors --refine 20
 
   torchrun --nproc_per_node=2 -m regkit.cli register --pairs pairs.csv --model best.safetensors --out cohort/
 
---model CKPT starts from a trained cascade's prediction (`regkit train`); --refine N then runs N
+--model NAME|CKPT starts from a trained cascade's prediction: a model shipped with regkit (`brain`,
+brain MRI of any contrast; `regkit models` lists them) or a checkpoint of `regkit train`; --refine N then runs N
 optimiser iterations over the preset's deformable levels (40 = the default preset's 30 @4 mm +
 10 @2 mm), starting from the prediction (0: the prediction is the result). --pairs
 MANIFEST (CSV/JSON: moving,fixed[,moving_labels,fixed_labels]) registers a cohort into
@@ -73,7 +76,7 @@ def add_to(app: typer.Typer) -> None:
         qc: bool = typer.Option(False, "--qc", help="Also write the QC report (qc.png, qc.html, qc.json)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-        model: Optional[Path] = typer.Option(None, "--model", help="Trained cascade checkpoint (regkit train): start from its prediction."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Trained cascade: a shipped model's name (brain; see 'regkit models') or a checkpoint (regkit train). Starts from its prediction."),
         refine: int = typer.Option(0, "--refine", min=0, help="With --model: optimiser iterations after the prediction."),
         pairs: Optional[Path] = typer.Option(None, "--pairs", help="Manifest of pairs (CSV/JSON) to register into DIR/pairNNN/."),
         default_value: float = typer.Option(0.0, "--default-value", help="warped.nii.gz's value where the moving image does not reach (ITK/ANTs: 0; CT: e.g. -1000). Labels get 0."),
@@ -92,6 +95,11 @@ def add_to(app: typer.Typer) -> None:
             if unused:  # they set the optimiser, which --refine 0 does not run
                 raise InputError(f"{', '.join(unused)} set the optimiser's refinement, and --refine 0 runs none "
                                  "(the prediction is the result); add --refine N or drop them")
+        model_name = str(model) if model is not None else None
+        if model is not None:
+            from regkit.nn.shipped import resolve_model
+
+            model = resolve_model(model)
         if pairs is not None:
             given = [name for name, value in (("MOVING/FIXED", moving or fixed), ("--moving-labels", moving_labels),
                                               ("--qc", qc), ("--fixed-mask", fixed_mask), ("--moving-mask", moving_mask),
@@ -118,7 +126,7 @@ def add_to(app: typer.Typer) -> None:
             start, settings = model_start(model, refine, config, metric, resolve_device(device))
         run(moving, fixed, out, moving_labels=moving_labels, metric=metric, config=settings, device=device, seed=seed,
             fixed_mask=fixed_mask, moving_mask=moving_mask, qc=qc, progress=progress, force=force, start=start,
-            default_value=default_value, model_name=str(model) if model is not None else None, refine=refine)
+            default_value=default_value, model_name=model_name, refine=refine)
 
 
 def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = None, metric: Optional[str] = None,
