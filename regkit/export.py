@@ -194,7 +194,9 @@ def _write_nifti(array: np.ndarray, reference: Image, path: Path, force: bool) -
     nii.set_qform(a, code=1)
     mark_ras_ddf(nii.header)  # read back as RAS by regkit (an unmarked X×Y×Z×3 field is taken as ITK's LPS)
     with atomic_path(path, force) as tmp:
-        nib.save(nii, str(tmp))
+        from regkit.io.compression import save_nifti
+
+        save_nifti(nii, tmp)
 
 
 def _write_itk_composite(transform: Transform, reference: Image, path: Path, force: bool) -> None:

@@ -493,7 +493,9 @@ def save_image(image: Image, path: PathLike, force: bool = False, dtype: Optiona
             nii = nib.Nifti1Image(array, affine)
             nii.set_sform(affine, code=1)
             nii.set_qform(affine, code=1)
-            nib.save(nii, str(tmp))
+            from regkit.io.compression import save_nifti
+
+            save_nifti(nii, tmp)
         else:
             import SimpleITK as sitk
 

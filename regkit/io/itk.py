@@ -314,7 +314,9 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
             nii.set_sform(a, code=1)
             nii.set_qform(a, code=1)
             nii.header.set_intent(NIFTI_INTENT_VECTOR)
-            nib.save(nii, str(tmp))
+            from regkit.io.compression import save_nifti
+
+            save_nifti(nii, tmp)
         else:
             import SimpleITK as sitk
 
