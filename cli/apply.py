@@ -12,9 +12,9 @@ HELP = f"""Apply transforms to an image (onto the reference grid) or to points.
 
 Usage: regkit apply TRANSFORM... MOVING -r FIXED -o OUT, or regkit apply TRANSFORM... --points CSV --points-out CSV.
 
-TRANSFORM files map FIXED points to MOVING points: regkit's *.regkit.safetensors, ITK/ANTs affines (.mat, .tfm, .txt) and ITK/ANTs displacement fields (*Warp.nii.gz, .nii, .mha; as written by ANTs, antspyx or SimpleITK). Several are given in antsApplyTransforms' order: the FIRST listed acts first on fixed-space points, so ANTs' output goes as `reg1Warp.nii.gz reg0GenericAffine.mat`. The chain is collapsed into one sampling of MOVING.
+TRANSFORM files map FIXED points to MOVING points: regkit's *.regkit.safetensors, ITK/ANTs affines (.mat, .tfm, .txt) and ITK/ANTs displacement fields (*Warp.nii.gz, .nii, .mha; as written by ANTs, antspyx or SimpleITK). Several are given in antsApplyTransforms' order: the FIRST listed acts first on fixed-space points, so ANTs' output goes as `reg1Warp.nii.gz reg0GenericAffine.mat`. As in antsApplyTransforms, `[FILE,1]` inverts that one transform: ANTs' inverse is `"[reg0GenericAffine.mat,1]" reg1InverseWarp.nii.gz` (regkit register's: `"[DIR/0GenericAffine.mat,1]" DIR/1InverseWarp.nii.gz`, or DIR/inverse_field.nii.gz alone). The chain is collapsed into one sampling of MOVING.
 
-Label maps are detected from the file: integer type, at most 5000 distinct values, and piecewise constant (at least half of the neighbouring voxel pairs outside the background hold equal values; an MRI or CT changes between most). They are resampled with nearest neighbour and keep their dtype, unless --interp is given; the choice is printed.
+Label maps are detected from the file: whole numbers (an integer type, or floats such as a float32 label map that are all whole), at most 5000 distinct values, and piecewise constant (at least half of the neighbouring voxel pairs outside the background hold equal values; an MRI or CT changes between most). They are resampled with nearest neighbour and keep their dtype, unless --interp is given; the choice is printed. --interp genericlabel (ANTs' GenericLabel) interpolates each label's indicator linearly and keeps the largest: smoother label edges than nearest neighbour.
 
 --inverse inverts the whole chain (exact for affines and velocity fields; displacement fields by fixed-point iteration, the residual is printed).
 
@@ -27,6 +27,8 @@ Examples:
   regkit apply reg1Warp.nii.gz reg0GenericAffine.mat labels.nii.gz -r fixed.nii.gz -o warped_labels.nii.gz --interp nearest
 
   regkit apply reg0GenericAffine.mat fixed.nii.gz -r moving.nii.gz -o fixed_in_moving.nii.gz --inverse
+
+  regkit apply "[reg0GenericAffine.mat,1]" reg1InverseWarp.nii.gz fixed_labels.nii.gz -r moving.nii.gz -o labels_on_moving.nii.gz -n GenericLabel
 
   regkit apply out/transform.regkit.safetensors ct.nii.gz -r fixed_ct.nii.gz -o warped_ct.nii.gz --default-value -1000
 
@@ -48,7 +50,7 @@ def add_to(app: typer.Typer) -> None:
                                             help="Transform files (first acts first on fixed points), then the moving image (not with --points)."),
         reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Fixed image: the output grid."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output image (.nii.gz, .nii, .mha, .nrrd)."),
-        interp: Optional[str] = typer.Option(None, "--interp", help="linear | nearest (default: nearest for integer label maps, else linear)."),
+        interp: Optional[str] = typer.Option(None, "--interp", "-n", help="linear | nearest | genericlabel (ANTs' names too: Linear, NearestNeighbor, GenericLabel, MultiLabel; default: nearest for label maps, else linear)."),
         inverse: bool = typer.Option(False, "--inverse", help="Apply the inverse of the whole chain."),
         points: Optional[Path] = typer.Option(None, "--points", help="CSV of points (x,y,z world mm) to map instead of an image."),
         points_out: Optional[Path] = typer.Option(None, "--points-out", help="Output CSV for --points."),
@@ -60,8 +62,7 @@ def add_to(app: typer.Typer) -> None:
 
         if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
             raise InputError(f"--default-value must be a finite number, got {default_value}")
-        if interp is not None and interp not in ("linear", "nearest"):
-            raise InputError(f"--interp must be 'linear' or 'nearest', got {interp!r}")
+        interp = interpolator(interp)
         if points is not None:
             if points_out is None:
                 raise InputError("--points needs --points-out (the CSV to write)")
@@ -76,23 +77,92 @@ def add_to(app: typer.Typer) -> None:
         _apply_to_image(inputs[:-1], inputs[-1], reference, output, interp, inverse, force, default_value)
 
 
+#: ``--interp`` values, ANTs' interpolator names included (antsApplyTransforms -n, antspyx
+#: ``interpolator=``; compared case-insensitively) -> regkit's resampling mode
+INTERPOLATORS = {"linear": "linear", "nearest": "nearest", "nearestneighbor": "nearest", "genericlabel": "label",
+                 "multilabel": "label", "label": "label"}
+NOT_AVAILABLE = ("bspline", "gaussian", "lanczoswindowedsinc", "cosinewindowedsinc", "welchwindowedsinc",
+                 "hammingwindowedsinc", "blackmanwindowedsinc")
+
+
+def interpolator(name: Optional[str]) -> Optional[str]:
+    """regkit's mode (``linear``, ``nearest``, ``label``) for an ``--interp`` value, ANTs' names
+    accepted (``NearestNeighbor``, ``GenericLabel[Linear]``...); InputError for anything else."""
+    from regkit.errors import InputError
+
+    if name is None:
+        return None
+    key = name.strip().lower().split("[")[0]
+    if key in INTERPOLATORS:
+        return INTERPOLATORS[key]
+    if key in NOT_AVAILABLE:
+        raise InputError(f"--interp {name}: not available in regkit; use Linear for images, GenericLabel or "
+                         "NearestNeighbor for label maps")
+    raise InputError(f"--interp must be linear, nearest or genericlabel (or ANTs' Linear, NearestNeighbor, "
+                     f"GenericLabel, MultiLabel), got {name!r}")
+
+
+def transform_argument(arg: Path):
+    """``(path, invert)`` from a TRANSFORM argument: a file, or ANTs' ``[file,1]`` (inverted) and
+    ``[file,0]`` (as is)."""
+    import re
+
+    from regkit.errors import InputError
+
+    text = str(arg)
+    if not text.startswith("["):
+        return arg, False
+    m = re.fullmatch(r"\[\s*(.+?)\s*,\s*([01]|true|false)\s*\]", text, flags=re.IGNORECASE)
+    if m is None:
+        raise InputError("expected a transform file or ANTs' [FILE,1] (inverted) / [FILE,0]", text)
+    return Path(m.group(1)), m.group(2).lower() in ("1", "true")
+
+
 def load_chain(paths: List[Path], inverse: bool):
     """The transforms of ``paths`` as one Compose (first acts first), inverted if asked
-    (:func:`regkit.inverse.invert`; the fixed-point residual of displacement parts is printed)."""
+    (:func:`regkit.inverse.invert`; the fixed-point residual of displacement parts is printed).
+    A path written ``[FILE,1]`` (antsApplyTransforms' per-transform flag) is inverted alone."""
     from regkit.inverse import invert
-    from regkit.io.transform_files import read_transform_chain
+    from regkit.io.transform_files import read_transform
+    from regkit.transforms import Compose
 
-    chain = read_transform_chain(paths)
-    if not inverse:
-        return chain
-    result = invert(chain)
-    if result.fixed_point_residual_mm is not None:
-        typer.echo(f"inverted displacement field(s) by fixed-point iteration: residual max {result.fixed_point_residual_mm:.3g} mm", err=True)
-    return result.transform
+    parsed = [transform_argument(p) for p in paths]
+    _warn_ants_inverse_list(parsed, inverse)
+    residuals = []
+    parts = []
+    for path, flag in parsed:
+        t = read_transform(path)
+        if flag:
+            result = invert(t)
+            t = result.transform
+            residuals.append(result.fixed_point_residual_mm)
+        parts.append(t)
+    chain = parts[0] if len(parts) == 1 else Compose(*parts)
+    if inverse:
+        result = invert(chain)
+        chain = result.transform
+        residuals.append(result.fixed_point_residual_mm)
+    residuals = [r for r in residuals if r is not None]
+    if residuals:
+        typer.echo(f"inverted displacement field(s) by fixed-point iteration: residual max {max(residuals):.3g} mm", err=True)
+    return chain
+
+
+def _warn_ants_inverse_list(parsed, inverse: bool) -> None:
+    """ANTs' inverse of its registration is ``[PREFIX0GenericAffine.mat,1] PREFIX1InverseWarp.nii.gz``:
+    an InverseWarp beside an affine applied forward is that list with its flag forgotten, which
+    runs and lands the labels in the wrong place, so say so."""
+    if inverse or not any("inversewarp" in p.name.lower() for p, _ in parsed):
+        return
+    forward = [p for p, flag in parsed if not flag and p.name.lower().endswith((".mat", ".txt", ".tfm"))]
+    for p in forward:
+        typer.echo(f"regkit apply: warning: {p} is applied forward beside an InverseWarp; ANTs' inverse of its "
+                   f"registration is \"[{p},1]\" then the InverseWarp (the affine inverted)", err=True)
 
 
 def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_path: Path, output: Path,
                     interp: Optional[str], inverse: bool, force: bool, default_value: float = 0.0) -> None:
+    import numpy as np
     import torch
 
     from regkit.errors import InputError
@@ -107,15 +177,19 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     integer = integer_file(moving_path) if interp != "linear" else None
     label_map = integer is not None and is_label_map(*integer[1:])
     if interp is None and integer is not None:
-        _, n, same = integer
+        dtype, n, same = integer
+        kind = "integer" if np.issubdtype(dtype, np.integer) else f"{dtype} file of whole numbers:"
         if not label_map:
-            typer.echo(f"{moving_path}: integer image with {n} distinct values, {100 * same:.0f} % of neighbouring foreground voxels "
+            typer.echo(f"{moving_path}: {kind} image with {n} distinct values, {100 * same:.0f} % of neighbouring foreground voxels "
                        "equal -> linear, as intensities (pass --interp nearest for a label map)", err=True)
             integer = None
         else:
-            typer.echo(f"{moving_path}: integer label map ({n} values, {100 * same:.0f} % of neighbouring foreground voxels equal) "
-                       "-> nearest neighbour (pass --interp linear to override)", err=True)
-    is_label = integer is not None  # nearest on an integer file keeps its integer type
+            typer.echo(f"{moving_path}: {kind} label map ({n} values, {100 * same:.0f} % of neighbouring foreground voxels equal) "
+                       "-> nearest neighbour (pass --interp linear to override, GenericLabel for smoother edges)", err=True)
+    # nearest (or per-label linear) on a label candidate keeps its voxel type; GenericLabel needs
+    # whole numbers (load_image refuses others, naming the file)
+    is_label = integer is not None or interp == "label"
+    label_map = label_map or interp == "label"
     mode = interp or ("nearest" if is_label else "linear")
     if not label_map:  # an intensity image (e.g. int16 HU), also with --interp nearest: the value given
         fill = default_value
@@ -133,7 +207,7 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
     if warped.data.is_floating_point() and not bool(torch.isfinite(warped.data).all()):  # overflowing transforms
         raise InputError("resampling through these transforms gives NaN/Inf voxels (the transforms' values overflow)",
                          transform_paths[0])
-    save_image(warped, output, force=force, dtype=integer[0] if is_label else None)
+    save_image(warped, output, force=force, dtype=integer[0] if integer is not None and warped.is_label else None)
     typer.echo(f"wrote {output}")
 
 
@@ -164,15 +238,16 @@ def same_neighbour_fraction(values) -> float:
 
 def integer_file(path: Path):
     """``(numpy dtype, number of distinct values, same-neighbour fraction)`` when ``path`` stores
-    unscaled integers (a label map candidate), else None. Scaled NIfTI integers
+    unscaled integers, or floats that are all whole numbers (a label map saved as float32 by
+    many tools), i.e. a label map candidate; else None. Scaled NIfTI integers
     (scl_slope/scl_inter) are intensities."""
     import numpy as np
 
-    from regkit.io.images import NIBABEL_SUFFIXES, check_header_size, stored_integer_dtype
+    from regkit.io.images import NIBABEL_SUFFIXES, check_header_size, stored_float_dtype, stored_integer_dtype
 
     p = Path(path)
     check_header_size(p)  # before reading every voxel: a small .nii.gz may unpack to gigabytes
-    dtype = stored_integer_dtype(p)  # None for floats, scaled integers and unreadable files
+    dtype = stored_integer_dtype(p) or stored_float_dtype(p)  # None for scaled integers and unreadable files
     if dtype is None:
         return None  # load_image reports an unreadable file with its own message
     try:
@@ -186,6 +261,10 @@ def integer_file(path: Path):
             values = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except Exception:
         return None
+    if np.issubdtype(dtype, np.floating):
+        with np.errstate(all="ignore"):
+            if not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
+                return None  # fractions, NaN: intensities (load_image reports NaN)
     return dtype, int(np.unique(values).size), same_neighbour_fraction(values)
 
 
@@ -198,7 +277,7 @@ def _apply_to_points(transform_paths: List[Path], points_path: Path, points_out:
 
     check_writable(points_out, force)
     pts = read_landmarks(points_path, lps=lps)  # RAS mm (P, 3) float64
-    _refuse_scalar_images(transform_paths)
+    _refuse_scalar_images([transform_argument(p)[0] for p in transform_paths])
     chain = load_chain(transform_paths, inverse)
     with torch.no_grad():
         mapped = chain(pts).double()

@@ -120,6 +120,20 @@ def load_label(path: PathLike, volume: Optional[int] = None, header_policy: Opti
 def stored_integer_dtype(path: PathLike) -> Optional[np.dtype]:
     """The integer voxel type ``path`` stores (header only), or None for floats, scaled NIfTI
     integers and unreadable headers: what a label map written back should keep (uint8 stays uint8)."""
+    dtype = _stored_dtype(path)
+    return dtype if dtype is not None and np.issubdtype(dtype, np.integer) else None
+
+
+def stored_float_dtype(path: PathLike) -> Optional[np.dtype]:
+    """The floating-point voxel type ``path`` stores (header only), else None (integers, scaled
+    NIfTI integers, unreadable headers)."""
+    dtype = _stored_dtype(path)
+    return dtype if dtype is not None and np.issubdtype(dtype, np.floating) else None
+
+
+def _stored_dtype(path: PathLike) -> Optional[np.dtype]:
+    """The voxel type ``path`` stores (header only); None for scaled NIfTI integers (intensities)
+    and unreadable headers."""
     p = Path(path)
     try:
         if _has_suffix(p, NIBABEL_SUFFIXES):
@@ -139,7 +153,7 @@ def stored_integer_dtype(path: PathLike) -> Optional[np.dtype]:
             dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype)
     except Exception:
         return None
-    return dtype if np.issubdtype(dtype, np.integer) else None
+    return dtype
 
 
 def _header_policy(policy: Optional[str]) -> str:
