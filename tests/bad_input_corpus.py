@@ -527,6 +527,17 @@ def _huge_spacing_config(d: Path, out: Path) -> Run:
                 "--config", str(config), "--no-progress"], config)
 
 
+def _deep_yaml_config(d: Path, out: Path) -> Run:
+    config = _write(d / "deep.yaml", "affine: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    return Run(["register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--out", str(out / "result"),
+                "--config", str(config), "--no-progress"], config)
+
+
+def _deep_yaml_recipe(d: Path, out: Path) -> Run:
+    recipe = _write(d / "deep_recipe.yaml", "data: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    return Run(["train", "--config", str(recipe), "--out", str(out / "run"), "--no-progress"], recipe)
+
+
 def _manifest(name: str, content) -> Callable[[Path, Path], Run]:
     def build(d: Path, out: Path) -> Run:
         good_image(d, "a.nii.gz")
@@ -600,6 +611,10 @@ FILE_CASES: List[CommandCase] = [
                 r"cannot be read as an ITK transform", fix="copy the file again; check it opens in ITK/ANTs"),
     CommandCase("non_utf8_config", "a config saved as Latin-1 (not UTF-8)", "register", _non_utf8_config,
                 r"is not UTF-8 text", fix="save the file as UTF-8"),
+    CommandCase("deep_yaml_config", "a config nested 100,000 deep", "register", _deep_yaml_config,
+                r"nested deeper than", fix="configs are flat settings: see configs/default.yaml"),
+    CommandCase("deep_yaml_recipe", "a training recipe nested 100,000 deep", "train", _deep_yaml_recipe,
+                r"nested deeper than", fix="recipes are plain settings: see configs/train_*.yaml"),
     CommandCase("huge_spacing", "spacing_mm: 1.0e+308 in a config", "register", _huge_spacing_config,
                 r"spacing_mm", fix="give a voxel size in mm (at most 1e5)"),
     CommandCase("non_utf8_manifest", "a manifest saved as Latin-1 (not UTF-8)", "register",

@@ -7,7 +7,7 @@ row into an :class:`~regkit.errors.InputError` (exit code 2) naming the file:
 
 * text: UTF-8, a byte-order mark dropped (Excel's "CSV UTF-8"), other encodings refused with
   the offset of the first bad byte; at most :data:`MAX_TEXT_BYTES`;
-* JSON: parsed with a nesting limit (:data:`MAX_JSON_DEPTH`);
+* JSON and YAML: parsed with a nesting limit (:data:`MAX_JSON_DEPTH`), YAML as plain data only;
 * numbers: finite, of the right kind (``True`` is not a number, ``"5"`` is not an integer) and
   within a range that bounds the work they cause;
 * tensors and grid affines: finite, the expected shape, invertible.
@@ -86,6 +86,22 @@ def parse_json(text: Union[str, bytes], path: Optional[PathLike], what: str = "J
         raise InputError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", path) from None
     except (ValueError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
         raise InputError(f"{what} is not valid JSON ({str(e)[:120]})", path) from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise InputError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", path)
+    return value
+
+
+def parse_yaml(text: str, path: Optional[PathLike], what: str = "YAML") -> object:
+    """Plain-data YAML (``yaml.safe_load``: no Python objects) with nesting at most
+    :data:`MAX_JSON_DEPTH`; a syntax error is an InputError with YAML's first line."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", path) from None
+    except yaml.YAMLError as e:
+        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", path) from None
     if json_depth(value) > MAX_JSON_DEPTH:
         raise InputError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", path)
     return value

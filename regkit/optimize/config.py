@@ -90,12 +90,9 @@ def preset_names() -> List[str]:
 
 
 def _read_yaml(text: str, origin: str) -> Dict[str, Any]:
-    import yaml
+    from regkit.io.validate import parse_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", origin) from e
+    data = parse_yaml(text, origin, "the config")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -166,15 +166,10 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
 
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
     """Read and validate a training YAML; any problem is one :class:`InputError` line."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise InputError("no such config file", p)
-    try:
-        raw = yaml.safe_load(validate.read_text(p, "training config")) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"is not valid YAML ({str(e).splitlines()[0]})", p) from e
+    raw = validate.parse_yaml(validate.read_text(p, "training config"), p, "the training config") or {}
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as e:
