@@ -410,6 +410,11 @@ def _pickled_model(d: Path, out: Path) -> Run:
                 "--out", str(out / "result"), "--no-progress"], bomb, marker=marker)
 
 
+def _unknown_model(d: Path, out: Path) -> Run:
+    return Run(["register", str(good_image(d)), str(good_image(d, "b.nii.gz", 2)), "--model", "brian",
+                "--out", str(out / "result"), "--no-progress"], Path("brian"))
+
+
 def _unsafe_yaml(d: Path, out: Path) -> Run:
     marker = d / "code_ran"
     config = _write(d / "evil.yaml", f"seed: !!python/object/apply:os.system ['touch {marker}']\n")
@@ -664,6 +669,9 @@ COMMAND_CASES: List[CommandCase] = [
                 r"different model config", fix="resume with the recipe it was trained with"),
     CommandCase("pickled_model", "a pickled model for learned registration", "register", _pickled_model,
                 r"pickle", fix="only regkit's safetensors checkpoints are read; pickles are never unpickled",
+                requires_option="--model"),
+    CommandCase("unknown_model", "--model names no file and no shipped model", "register", _unknown_model,
+                r"neither a checkpoint file nor a shipped model", fix="give a checkpoint path, or a name that 'regkit models' lists",
                 requires_option="--model"),
     *NATIVE_CASES,
     *FILE_CASES,
