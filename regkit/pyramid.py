@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from regkit import space
@@ -93,16 +94,17 @@ def gaussian_smooth(volume: Tensor, sigma_voxels: Sequence[float], truncate: flo
     single-channel convolution several times slower (benchmarks/README.md, "Pyramid smoothing").
     """
     n, c = volume.shape[:2]
-    out = volume.reshape(n * c, *volume.shape[2:])
+    out = volume.reshape(n * c, 1, *volume.shape[2:])
     for axis, sigma in enumerate(sigma_voxels):
         if sigma < 0.2:
             continue
         k = gaussian_kernel1d(float(sigma), truncate, dtype=torch.float64).tolist()
         r = len(k) // 2
-        dim = axis + 1
+        dim = axis + 2
         size = out.shape[dim]
-        index = torch.arange(-r, size + r, device=out.device).clamp_(0, size - 1)  # replicate padding
-        padded = out.index_select(dim, index)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r  # F.pad lists the last axis first
+        padded = F.pad(out, pad, mode="replicate")  # (index_select along Y or Z: ~50x slower on a CPU)
         acc = padded.narrow(dim, 0, size) * k[0]
         for tap in range(1, len(k)):
             acc.add_(padded.narrow(dim, tap, size), alpha=k[tap])
