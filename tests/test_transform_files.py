@@ -80,7 +80,7 @@ def test_no_overwrite_without_force(tmp_path):
 def test_bad_inputs_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_transform(tmp_path / "missing.regkit.safetensors")
-    with pytest.raises(InputError, match="unknown transform file type"):
+    with pytest.raises(InputError, match="is not a transform file type regkit knows"):
         read_transform(tmp_path / "x.png")
     bad = tmp_path / "bad.regkit.safetensors"
     bad.write_bytes(b"not a safetensors file at all")

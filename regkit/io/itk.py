@@ -137,12 +137,12 @@ def read_itk_affine(path: PathLike) -> AffineTransform:
     return _affine_from_sitk(parts)
 
 
-def read_itk_transform(path: PathLike) -> Transform:
+def read_itk_transform(path: PathLike, grid=None) -> Transform:
     """Read any ITK transform file: linear parts → :class:`AffineTransform` (consecutive ones
-    merged), ``DisplacementFieldTransform`` → :class:`DisplacementField`; several → a
+    merged), ``DisplacementFieldTransform`` → :class:`DisplacementField`, ``BSplineTransform``
+    → a :class:`DisplacementField` evaluated by SimpleITK on ``grid`` (``(affine, shape)``;
+    default the B-spline's own domain, see :func:`sitk_transform_to_regkit`); several → a
     :class:`Compose` in the order they act on fixed points (e.g. ITK ``Composite.h5``)."""
-    import SimpleITK as sitk
-
     p, parts = _read_sitk_transform(path)
     out: List[Transform] = []
     linear: list = []
@@ -155,10 +155,36 @@ def read_itk_transform(path: PathLike) -> Transform:
             linear = []
         if tx is None:
             break
-        if not isinstance(tx, sitk.DisplacementFieldTransform):
-            raise InputError(f"holds an ITK {tx.GetName()}, which regkit cannot read (affine and displacement-field transforms only)", p)
-        out.append(_field_from_vectors(*_sitk_vectors(tx.GetDisplacementField(), p), p))
+        out.append(sitk_transform_to_regkit(tx, p, grid))
     return out[0] if len(out) == 1 else Compose(*out)
+
+
+def sitk_transform_to_regkit(tx, p: Path, grid=None) -> Transform:
+    """One SimpleITK transform (LPS) as a regkit transform (RAS): linear → :class:`AffineTransform`;
+    a displacement field → :class:`DisplacementField` on its grid; a B-spline → the displacement
+    SimpleITK computes at the voxel centres of ``grid`` (``(affine, shape)``, RAS, or a function
+    returning it; exact there, trilinear between), by default its own domain at a quarter of its
+    control-point spacing."""
+    import SimpleITK as sitk
+
+    tx = tx.Downcast() if hasattr(tx, "Downcast") else tx
+    if tx.IsLinear():
+        return _affine_from_sitk([tx])
+    if isinstance(tx, sitk.DisplacementFieldTransform):
+        return _field_from_vectors(*_sitk_vectors(tx.GetDisplacementField(), p), p)
+    if isinstance(tx, sitk.BSplineTransform):
+        from regkit.io.foreign import bspline_grid
+
+        grid = grid() if callable(grid) else grid
+        affine, shape = bspline_grid(tx) if grid is None else (space.as_affine(grid[0]).numpy(), tuple(int(s) for s in grid[1]))
+        reference = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
+        set_sitk_geometry(reference, affine)
+        to_field = sitk.TransformToDisplacementFieldFilter()
+        to_field.SetReferenceImage(reference)
+        to_field.SetOutputPixelType(sitk.sitkVectorFloat64)
+        return _field_from_vectors(*_sitk_vectors(to_field.Execute(tx), p), p)
+    raise InputError(f"holds an ITK {tx.GetName()}, which regkit cannot read; it reads linear, displacement-field "
+                     "and B-spline transforms", p)
 
 
 def affine_to_sitk(transform: AffineTransform):

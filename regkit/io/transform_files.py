@@ -148,8 +148,15 @@ def _build_step(key: str, step: object, tensors: Dict[str, torch.Tensor], p: Pat
 
 
 # --------------------------------------------------------------------------- dispatch
+#: suffixes of other tools' transform files that only their content tells apart (regkit/io/foreign.py)
+FOREIGN_SUFFIXES = (".lta", ".1d", ".xfm")
+
+
 def transform_kind(path: PathLike) -> str:
-    """``"native"``, ``"itk_affine"`` or ``"itk_field"`` from a file name (InputError otherwise)."""
+    """``"native"``, ``"itk_affine"``, ``"itk_field"`` or ``"foreign"`` (FreeSurfer, AFNI, FSL
+    suffixes regkit reads but does not write) from a file name (InputError otherwise)."""
+    from regkit.io.foreign import READABLE
+
     name = Path(path).name.lower()
     if name.endswith(NATIVE_SUFFIX) or name.endswith(".safetensors"):
         return "native"
@@ -157,27 +164,58 @@ def transform_kind(path: PathLike) -> str:
         return "itk_affine"
     if name.endswith(itk.FIELD_SUFFIXES):
         return "itk_field"
-    raise InputError(
-        f"unknown transform file type; expected {NATIVE_SUFFIX}, an ITK affine "
-        f"({', '.join(itk.AFFINE_SUFFIXES[:3])}) or a displacement field (.nii.gz)", path)
+    if name.endswith(FOREIGN_SUFFIXES):
+        return "foreign"
+    raise InputError(f"is not a transform file type regkit knows; it reads {READABLE}", path)
 
 
-def read_transform(path: PathLike) -> Transform:
-    """Read any supported transform file as a :class:`Transform` (fixed → moving, RAS mm)."""
+def read_transform(path: PathLike, reference: Optional[PathLike] = None, moving: Optional[PathLike] = None) -> Transform:
+    """Read any supported transform file as a :class:`Transform` (fixed → moving, RAS mm).
+
+    Files of other tools are recognised by their content (:mod:`regkit.io.foreign`): an FSL
+    FLIRT matrix needs ``reference`` (FLIRT's ``-ref``, regkit's fixed image) and ``moving``
+    (``-in``); a B-spline is evaluated on ``reference``'s grid when given.
+    """
+    from regkit.io import foreign
+
     kind = transform_kind(path)
     if kind == "native":
         return read_native(path)
-    if kind == "itk_affine":
-        return itk.read_itk_transform(path)
+    if kind in ("itk_affine", "foreign"):
+        p = check_input_file(path)
+        found = foreign.sniff(p)
+        grid = (lambda: _image_grid(reference)) if reference is not None else None  # loaded only for a B-spline
+        if found is not None:
+            return foreign.read_foreign(p, found, reference, moving, grid)
+        if kind == "foreign":
+            raise InputError(f"is not {' nor '.join(foreign.FORMAT_NAMES[k] for k in ('lta', 'afni', 'fsl'))} "
+                             f"that its suffix suggests; regkit reads {foreign.READABLE}", p)
+        try:
+            return itk.read_itk_transform(p, grid)
+        except InputError as e:
+            message = str(e)[len(f"{p}: "):] if str(e).startswith(f"{p}: ") else str(e)
+            if not message.startswith("cannot be read as an ITK transform"):
+                raise
+            raise InputError(f"{message}: it looks like {foreign.describe(p)}; regkit reads {foreign.READABLE}", p) from e
     return itk.read_itk_displacement(path)
 
 
-def read_transform_chain(paths: Sequence[PathLike]) -> Transform:
+def _image_grid(path: PathLike):
+    """``(affine, shape)`` of an image file, from its header."""
+    from regkit.io.images import load_image
+
+    image = load_image(path)
+    return image.affine, image.shape
+
+
+def read_transform_chain(paths: Sequence[PathLike], reference: Optional[PathLike] = None,
+                         moving: Optional[PathLike] = None) -> Transform:
     """Several transform files as one fixed → moving transform, in antsApplyTransforms' order:
-    the FIRST file acts first on fixed points (``warp.nii.gz affine.mat``); one file: itself."""
+    the FIRST file acts first on fixed points (``warp.nii.gz affine.mat``); one file: itself.
+    ``reference``/``moving``: the images, for files that need them (:func:`read_transform`)."""
     from regkit.transforms import Compose
 
-    transforms = [read_transform(p) for p in paths]
+    transforms = [read_transform(p, reference, moving) for p in paths]
     if not transforms:
         raise ValueError("no transform file given")
     return transforms[0] if len(transforms) == 1 else Compose(*transforms)
@@ -228,6 +266,9 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
             own grid).
     """
     kind = transform_kind(path)
+    if kind == "foreign":
+        raise InputError("has a suffix of a format regkit reads but does not write; write .regkit.safetensors, "
+                         "an ITK affine (.mat, .tfm) or a displacement field (.nii.gz)", path)
     if kind == "native":
         return write_native(transform, path, force)
     if kind == "itk_affine":
