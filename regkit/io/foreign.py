@@ -37,9 +37,8 @@ FORMAT_NAMES: Dict[str, str] = {
     "elastix": "an elastix transform parameter file",
 }
 #: what regkit reads besides its own files, for refusals to point at
-READABLE = ("regkit's .regkit.safetensors, ITK/ANTs transforms (.mat, .tfm, .txt, .h5), ITK/ANTs displacement "
-            "fields (.nii.gz), FSL FLIRT .mat (with the two images), FreeSurfer .lta, AFNI .aff12.1D and elastix "
-            "TransformParameters files")
+READABLE = (".regkit.safetensors, ITK/ANTs .mat/.tfm/.txt/.h5 and .nii.gz fields, FSL FLIRT .mat, "
+            "FreeSurfer .lta, AFNI .aff12.1D and elastix TransformParameters files")
 SNIFF_BYTES = 1 << 20  # transform text files are small; a bigger file is not one of these
 MAX_INITIAL_CHAIN = 8  # elastix InitialTransformParametersFileName links followed
 
