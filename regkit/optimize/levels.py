@@ -118,27 +118,56 @@ def robust_normalize(data: Tensor, low: float = 0.005, high: float = 0.995, samp
     return ((data.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
-def foreground_box(fixed: Image, margin_mm: Optional[float], threshold: float = 0.1) -> Grid:
-    """The fixed grid cropped to the box of voxels brighter than ``threshold`` (after
-    :func:`robust_normalize`, on a 4 mm smoothed copy) plus ``margin_mm``; the whole grid when
-    ``margin_mm`` is None or nothing is bright."""
-    full = grid_of_image(fixed)
-    if margin_mm is None:
-        return full
+LEVEL_MARGIN_VOXELS = 4.0
+"""A level's working grid reaches at most this many of its own voxels beyond the fixed foreground
+box (and never more than the config's ``crop_margin_mm``): enough for the LNCC window (2 voxels)
+and the interpolation, while a 1 mm level does not pay for 12 mm of background on every side
+(26 % fewer voxels on a brain; benchmarks/README.md, "Real anatomy")."""
+
+
+def level_margin_mm(crop_margin_mm: Optional[float], spacing_mm: float) -> Optional[float]:
+    """The crop margin (mm) of a level of ``spacing_mm``: ``crop_margin_mm``, capped at
+    :data:`LEVEL_MARGIN_VOXELS` voxels of the level (None: no crop)."""
+    if crop_margin_mm is None:
+        return None
+    return min(float(crop_margin_mm), LEVEL_MARGIN_VOXELS * float(spacing_mm))
+
+
+def foreground_extent(fixed: Image, threshold: float = 0.1) -> Optional[Tensor]:
+    """Fixed voxel indices (float64, ``(8, 3)``) of the corners of the box of voxels brighter
+    than ``threshold`` (after :func:`robust_normalize`, on a 4 mm smoothed copy); None when
+    nothing is bright."""
     coarse = coarsened_image(fixed, 4.0)
     fg = robust_normalize(coarse.data)[0] > threshold
     if not fg.any():
-        return full
+        return None
     idx = fg.nonzero().to(torch.float64)
     # corners of the foreground box (coarse voxel indices) → world → fixed voxel indices
     lo, hi = idx.min(0).values, idx.max(0).values
     corners = torch.stack(torch.meshgrid(*[torch.stack([lo[d], hi[d]]) for d in range(3)], indexing="ij"), -1).reshape(-1, 3)
-    ijk = space.world_to_voxel(space.voxel_to_world(corners, coarse.affine), fixed.affine)
+    return space.world_to_voxel(space.voxel_to_world(corners, coarse.affine), fixed.affine)
+
+
+def box_around(fixed: Image, extent: Optional[Tensor], margin_mm: Optional[float]) -> Grid:
+    """The fixed grid cropped to ``extent`` (from :func:`foreground_extent`) plus ``margin_mm``;
+    the whole grid when ``margin_mm`` or ``extent`` is None."""
+    full = grid_of_image(fixed)
+    if margin_mm is None or extent is None:
+        return full
     pad = torch.tensor(margin_mm, dtype=torch.float64) / space.spacing(fixed.affine) + 2.0  # +2 coarse blur
     shape = torch.tensor(fixed.shape, dtype=torch.float64)
-    lower = torch.clamp(torch.floor(ijk.min(0).values - pad), min=0).long().tolist()
-    upper = torch.minimum(torch.ceil(ijk.max(0).values + pad) + 1, shape).long().tolist()
+    lower = torch.clamp(torch.floor(extent.min(0).values - pad), min=0).long().tolist()
+    upper = torch.minimum(torch.ceil(extent.max(0).values + pad) + 1, shape).long().tolist()
     return cropped_grid(full, lower, upper)
+
+
+def foreground_box(fixed: Image, margin_mm: Optional[float], threshold: float = 0.1) -> Grid:
+    """The fixed grid cropped to the box of voxels brighter than ``threshold`` (after
+    :func:`robust_normalize`, on a 4 mm smoothed copy) plus ``margin_mm``; the whole grid when
+    ``margin_mm`` is None or nothing is bright."""
+    if margin_mm is None:
+        return grid_of_image(fixed)
+    return box_around(fixed, foreground_extent(fixed, threshold), margin_mm)
 
 
 def make_level(fixed: Image, moving: Image, box: Grid, spacing_mm: float, device=None,

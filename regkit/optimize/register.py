@@ -20,7 +20,7 @@ from regkit.checks import check_mask_not_empty
 from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine
 from regkit.optimize.config import RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
-from regkit.optimize.levels import foreground_box, make_level, robust_normalize
+from regkit.optimize.levels import box_around, foreground_extent, level_margin_mm, make_level, robust_normalize
 from regkit.optimize.objective import similarity
 from regkit.resample import resample
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField, to_displacement_field
@@ -150,11 +150,12 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
         torch.set_num_threads(cfg.threads or cpu_threads())
 
     fixed_n, moving_n = _normalized(fixed), _normalized(moving)
-    box = foreground_box(fixed_n, cfg.crop_margin_mm)
+    extent = foreground_extent(fixed_n) if cfg.crop_margin_mm is not None else None
+    box = box_around(fixed_n, extent, cfg.crop_margin_mm)
     scale = anatomy_scale(cfg, box)
     if scale < 1.0:  # e.g. a mouse brain: the preset's lengths are for human anatomy
         cfg = scaled_lengths(cfg, scale)
-        box = foreground_box(fixed_n, cfg.crop_margin_mm)
+        box = box_around(fixed_n, extent, cfg.crop_margin_mm)
     log: Dict[str, Any] = {"config": cfg.model_dump(), "device": str(dev), "seed": seed, "threads": torch.get_num_threads(),
                            "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape),
                            "working_box": list(box.shape), "levels": []}
@@ -164,8 +165,9 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     levels_by_spacing: Dict[float, Any] = {}
 
     def level(spacing):  # built once per spacing (the affine and deformable stages share 4 mm)
-        if spacing not in levels_by_spacing:
-            levels_by_spacing[spacing] = make_level(fixed_n, moving_n, box, spacing, dev, fixed_mask, moving_mask)
+        if spacing not in levels_by_spacing:  # fine levels crop closer to the foreground (level_margin_mm)
+            level_box = box_around(fixed_n, extent, level_margin_mm(cfg.crop_margin_mm, spacing))
+            levels_by_spacing[spacing] = make_level(fixed_n, moving_n, level_box, spacing, dev, fixed_mask, moving_mask)
         return levels_by_spacing[spacing]
 
     # --- affine stage (or the given start)
