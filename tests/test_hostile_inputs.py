@@ -36,27 +36,35 @@ def _invoke(*args) -> "object":
 # ------------------------------------------------------------------------------------ --force
 def test_force_never_removes_or_overwrites_an_input(tmp_path):
     """The issue's case: the fixed image is d/warp.nii.gz, --out d --force, affine only: the input
-    was deleted. Now refused up front (exit 2, the file named); every file stays byte for byte."""
-    d = tmp_path / "d"
-    d.mkdir()
-    good_image(d, "moving.nii.gz", seed=1)
-    good_image(d, "warp.nii.gz")
-    good_labels(d, "warped_labels.nii.gz")  # an input too: the moving labels
-    config = tmp_path / "affine.yaml"
-    config.write_text(AFFINE_ONLY)
-    before = _digests(d)
-    for labels in ([], ["--moving-labels", d / "warped_labels.nii.gz"]):
-        r = _invoke("register", d / "moving.nii.gz", d / "warp.nii.gz", *labels, "--out", d, "--force",
-                    "--config", config, "--no-progress")
-        assert r.exit_code == 2, r.output
-        assert "is an input of this command" in r.output and str(d) in r.output, r.output
-        assert _digests(d) == before
-    # apply / invert onto their own input, with --force: refused, unchanged
-    image = d / "moving.nii.gz"
-    identity = tmp_path / "identity.regkit.safetensors"
+    was deleted. Inputs named like outputs this run writes are refused up front (exit 2, the file
+    named); in every case every input stays byte for byte."""
     from regkit.io.transform_files import write_transform
     from regkit.transforms import AffineTransform
 
+    config = tmp_path / "affine.yaml"
+    config.write_text(AFFINE_ONLY)
+    runs = {"warp.nii.gz": ["warp.nii.gz"],  # the issue's: not written by an affine-only run
+            "warped.nii.gz": ["warped.nii.gz"],  # always an output
+            "warped_labels.nii.gz": ["fixed.nii.gz", "--moving-labels", "warped_labels.nii.gz"]}
+    for name, args in runs.items():
+        d = tmp_path / name.split(".")[0]
+        d.mkdir()
+        good_image(d, "moving.nii.gz", seed=1)
+        good_image(d, args[0])
+        if len(args) > 1:
+            good_labels(d, args[2])
+        before = _digests(d)  # the inputs alone
+        r = _invoke("register", d / "moving.nii.gz", *[d / a if a.endswith(".gz") else a for a in args], "--out", d, "--force",
+                    "--config", config, "--no-progress")
+        if name != "warp.nii.gz" or r.exit_code != 0:
+            assert r.exit_code == 2, r.output
+            assert f"{d / name}: is an input of this command" in r.output, r.output
+        after = _digests(d)
+        assert {k: after.get(k) for k in before} == before, name
+    # apply / invert onto their own input, with --force: refused, unchanged
+    d = tmp_path / "warp"
+    image = d / "moving.nii.gz"
+    identity = tmp_path / "identity.regkit.safetensors"
     write_transform(AffineTransform(), identity)
     before = _digests(d) | {"identity": hashlib.sha256(identity.read_bytes()).hexdigest()}
     for args in (["apply", identity, image, "-r", image, "-o", image, "--force"],
@@ -69,9 +77,11 @@ def test_force_never_removes_or_overwrites_an_input(tmp_path):
 
 def test_force_removes_only_what_regkit_wrote(tmp_path):
     """An earlier deformable run with labels and --qc, then --force with an affine-only config
-    and no labels into the same folder: regkit's earlier warp.nii.gz / warped_labels.nii.gz / QC
+    and no labels into the same folder: regkit's earlier deformable part / warped_labels.nii.gz / QC
     files go (they would describe another transform), but the user's own files — also ones
     named like regkit outputs, and an output the user replaced since — stay byte for byte."""
+    from regkit.optimize.outputs import WARP
+
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     moving, fixed = good_image(inputs, "moving.nii.gz", seed=1), good_image(inputs, "fixed.nii.gz")
@@ -81,7 +91,7 @@ def test_force_removes_only_what_regkit_wrote(tmp_path):
     affine.write_text(AFFINE_ONLY)
     r = _invoke("register", moving, fixed, "--out", out, "--moving-labels", labels, "--qc", "--config", deformable, "--no-progress")
     assert r.exit_code == 0, r.output
-    assert {"warp.nii.gz", "warped_labels.nii.gz", "qc.png", "qc.json"} <= set(_digests(out))
+    assert {WARP, "warped_labels.nii.gz", "qc.png", "qc.json"} <= set(_digests(out))
     (out / "qc.json").write_text('{"edited": "by the user after the run"}')  # now the user's
     (out / "notes.txt").write_text("the user's notes")
     kept = {name: digest for name, digest in _digests(out).items() if name in ("qc.json", "notes.txt")}
@@ -89,13 +99,13 @@ def test_force_removes_only_what_regkit_wrote(tmp_path):
     r = _invoke("register", moving, fixed, "--out", out, "--force", "--config", affine, "--no-progress")
     assert r.exit_code == 0, r.output
     after = _digests(out)
-    assert "warp.nii.gz" not in after and "warped_labels.nii.gz" not in after and "qc.png" not in after
+    assert WARP not in after and "warped_labels.nii.gz" not in after and "qc.png" not in after
     assert {name: after[name] for name in kept} == kept
     assert _digests(inputs) == inputs_before
     # a folder regkit never wrote into: files named like its outputs are the user's, kept
     user = tmp_path / "user"
     user.mkdir()
-    for name in ("qc.png", "qc.json", "qc.html", "warped_labels.nii.gz", "warp.nii.gz"):
+    for name in ("qc.png", "qc.json", "qc.html", "warped_labels.nii.gz", WARP):
         (user / name).write_bytes(f"the user's {name}".encode())
     before = _digests(user)
     r = _invoke("register", moving, fixed, "--out", user, "--force", "--config", affine, "--no-progress")

@@ -405,7 +405,7 @@ def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair
     import torch
 
     from regkit.io.atomic import RECORD
-    from regkit.optimize.outputs import write_result
+    from regkit.optimize.outputs import WARP, write_result
     from regkit.transforms import DisplacementField
 
     earlier = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
@@ -413,12 +413,12 @@ def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair
     ref = earlier.reference
     earlier.transform = Compose(DisplacementField(torch.zeros((3, *ref.shape)), ref.affine), earlier.affine)
     first = {p.name for p in write_result(earlier, tmp_path, moving_labels=pair["moving_labels"])}
-    assert {"warp.nii.gz", "warped_labels.nii.gz"} <= first
+    assert {WARP, "warped_labels.nii.gz"} <= first
     (tmp_path / "qc.png").write_bytes(b"the user's own picture")        # never written by regkit
     (tmp_path / "notes.txt").write_bytes(b"notes")
     result = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
     written = {p.name for p in write_result(result, tmp_path, force=True)}
-    assert "warped.nii.gz" in written and "warp.nii.gz" not in written          # affine only: no warp
+    assert "warped.nii.gz" in written and WARP not in written          # affine only: no warp
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written | {"notes.txt", "qc.png", RECORD})
     assert (tmp_path / "qc.png").read_bytes() == b"the user's own picture"
     # a recorded output the user replaced since is theirs now: kept
