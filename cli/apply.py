@@ -118,7 +118,7 @@ def transform_argument(arg: Path):
     return Path(m.group(1)), m.group(2).lower() in ("1", "true")
 
 
-def load_chain(paths: List[Path], inverse: bool):
+def load_chain(paths: List[Path], inverse: bool, images=(None, None)):
     """The transforms of ``paths`` as one Compose (first acts first), inverted if asked
     (:func:`regkit.inverse.invert`; the fixed-point residual of displacement parts is printed).
     A path written ``[FILE,1]`` (antsApplyTransforms' per-transform flag) is inverted alone."""
@@ -131,7 +131,7 @@ def load_chain(paths: List[Path], inverse: bool):
     residuals = []
     parts = []
     for path, flag in parsed:
-        t = read_transform(path)
+        t = read_transform(path, *images)  # (FIXED, MOVING): FSL FLIRT matrices need them, B-splines use FIXED's grid
         if flag:
             result = invert(t)
             t = result.transform
@@ -173,7 +173,7 @@ def _apply_to_image(transform_paths: List[Path], moving_path: Path, reference_pa
 
     check_image_output(output)
     check_writable(output, force)  # fail before any work
-    chain = load_chain(transform_paths, inverse)
+    chain = load_chain(transform_paths, inverse, images=(reference_path, moving_path))
     integer = integer_file(moving_path) if interp != "linear" else None
     label_map = integer is not None and is_label_map(*integer[1:])
     if interp is None and integer is not None:

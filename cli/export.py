@@ -30,6 +30,10 @@ Formats (files are PREFIX + suffix):
   learn2reg-2021  the 2021 layout: PREFIXdisp.npz, arr_0 (3, X, Y, Z) float32, channels first, voxel
              units of the fixed grid.
 
+  fsl, lta, afni  an affine only, with --moving: PREFIXflirt.mat (FSL FLIRT; flirt -ref FIXED -in MOVING
+             -applyxfm -init PREFIXflirt.mat), PREFIXaffine.lta (FreeSurfer), PREFIXaffine.aff12.1D (AFNI),
+             written by nitransforms.
+
 Examples:
 
   regkit export result/transform.regkit.safetensors --reference fixed.nii.gz --format ants -o ants/reg_
@@ -45,10 +49,10 @@ def add_to(app: typer.Typer) -> None:
     def export(
         transform: Path = typer.Argument(..., help="Transform file (fixed -> moving)."),
         reference: Path = typer.Option(..., "--reference", "-r", help="Fixed image: the grid fields are written on."),
-        fmt: str = typer.Option(..., "--format", "-f", help="ants | itk | nifti-ddf | learn2reg | learn2reg-2021."),
+        fmt: str = typer.Option(..., "--format", "-f", help="ants | itk | nifti-ddf | learn2reg | learn2reg-2021 | fsl | lta | afni."),
         prefix: str = typer.Option(..., "--output", "-o", help="Output prefix (a folder part is created)."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-        moving: Optional[Path] = typer.Option(None, "--moving", "-m", help="learn2reg: the moving image (its Learn2Reg name and grid)."),
+        moving: Optional[Path] = typer.Option(None, "--moving", "-m", help="learn2reg, fsl, lta, afni: the moving image (its grid; for learn2reg its name)."),
         case: Optional[str] = typer.Option(None, "--case", help="learn2reg: FIXEDSUBJ_MOD_MOVINGSUBJ_MOD (default: from the images' names)."),
         float16: bool = typer.Option(False, "--float16", help="learn2reg: store float16 (half the size)."),
     ) -> None:
@@ -59,13 +63,14 @@ def add_to(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-        if fmt != "learn2reg" and (moving is not None or case is not None or float16):
-            raise InputError("--moving, --case and --float16 are for --format learn2reg")
-        moving_image = None
+        if fmt != "learn2reg" and (case is not None or float16):
+            raise InputError("--case and --float16 are for --format learn2reg")
+        if moving is not None and fmt not in ("learn2reg", "fsl", "lta", "afni"):
+            raise InputError("--moving is for --format learn2reg, fsl, lta and afni")
+        moving_image = load_image(moving) if moving is not None else None
         if fmt == "learn2reg":
             if moving is None:
                 raise InputError("--format learn2reg needs --moving MOVING (the evaluator indexes the moving image's voxels)")
-            moving_image = load_image(moving)
             if case is None:
                 case = learn2reg_case(reference.name, moving.name)
             learn2reg_file_name(case)  # a bad --case: one line before any work

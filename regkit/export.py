@@ -31,6 +31,10 @@ fields are sampled on the grid of ``reference`` (the fixed image). Files, for ``
 ``learn2reg-2021``
     The 2021 layout: ``Pdisp.npz``, ``arr_0`` of shape ``(3, X, Y, Z)`` (channels first) float32,
     voxel units of the fixed grid.
+``fsl``, ``lta``, ``afni``
+    An affine (only) as ``Pflirt.mat`` (FSL FLIRT: ``flirt -ref FIXED -in MOVING -applyxfm -init``),
+    ``Paffine.lta`` (FreeSurfer) or ``Paffine.aff12.1D`` (AFNI), written by nitransforms from both
+    images' grids (``moving`` needed).
 """
 from __future__ import annotations
 
@@ -49,12 +53,15 @@ from regkit.io.atomic import atomic_group, atomic_path, check_writable
 from regkit.transforms import AffineTransform, Compose, Transform
 
 PathLike = Union[str, Path]
-FORMATS = ("ants", "itk", "nifti-ddf", "learn2reg", "learn2reg-2021")
+FORMATS = ("ants", "itk", "nifti-ddf", "learn2reg", "learn2reg-2021", "fsl", "lta", "afni")
 SUFFIXES: Dict[str, Tuple[str, ...]] = {
     "ants": ("0GenericAffine.mat", "1Warp.nii.gz"),
     "itk": ("Composite.h5",),
     "nifti-ddf": ("ddf_RAS.nii.gz",),
     "learn2reg-2021": ("disp.npz",),
+    "fsl": ("flirt.mat",),
+    "lta": ("affine.lta",),
+    "afni": ("affine.aff12.1D",),
 }
 #: a Learn2Reg image name: TASK_SSSS_MMMM.nii.gz (subject, modality; the evaluator slices these out)
 L2R_IMAGE_NAME = re.compile(r"_(\d{4})_(\d{4})\.nii(\.gz)?$")
@@ -166,6 +173,8 @@ def export_transform(transform: Transform, reference: Image, fmt: str, prefix: P
         _write_itk_composite(transform, reference, paths[0], force)
     elif fmt == "nifti-ddf":
         _write_nifti(np.moveaxis(dense_displacement(transform, reference).numpy(), 0, -1), reference, paths[0], force)
+    elif fmt in NITRANSFORMS_FORMATS:
+        _write_nitransforms(transform, reference, moving, fmt, paths[0], force)
     elif fmt == "learn2reg":
         d = voxel_displacement(transform, reference, moving.affine if moving is not None else None)
         _write_npz(np.moveaxis(d.numpy(), 0, -1).astype(np.float16 if float16 else np.float32), paths[0], force)
@@ -212,6 +221,37 @@ def _write_itk_composite(transform: Transform, reference: Image, path: Path, for
     composite.AddTransform(displacement_to_sitk_transform(DisplacementField(w, reference.affine)))
     with atomic_path(path, force) as tmp:
         sitk.WriteTransform(composite, str(tmp))
+
+
+#: affine-only formats written by nitransforms (the library regkit also reads them with)
+NITRANSFORMS_FORMATS = ("fsl", "lta", "afni")
+
+
+def _nibabel_grid(image: Image):
+    """A nibabel image with ``image``'s grid (uint8 zeros: nitransforms reads only the geometry)."""
+    import nibabel as nib
+
+    return nib.Nifti1Image(np.zeros(tuple(image.shape), dtype=np.uint8), image.affine.numpy())
+
+
+def _write_nitransforms(transform: Transform, reference: Image, moving: Optional[Image], fmt: str, path: Path,
+                        force: bool) -> None:
+    """An affine as FSL FLIRT ``.mat``, FreeSurfer ``.lta`` or AFNI ``.aff12.1D`` (nitransforms)."""
+    import nitransforms.linear as ntl
+
+    from regkit.errors import InputError
+    from regkit.io.transform_files import as_single_affine
+
+    affine = as_single_affine(transform)
+    if affine is None:
+        raise InputError(f"--format {fmt} holds one affine and this transform is not affine; use ants, itk or nifti-ddf")
+    if moving is None:
+        raise InputError(f"--format {fmt} needs --moving MOVING: the file is defined by both images' grids")
+    with torch.no_grad():
+        matrix = affine.homogeneous().detach().double().cpu().numpy()
+    xfm = ntl.Affine(matrix.reshape(4, 4), reference=_nibabel_grid(reference))
+    with atomic_path(path, force) as tmp:
+        xfm.to_filename(str(tmp), fmt=fmt, moving=_nibabel_grid(moving))
 
 
 def ants_command(paths: List[Path], fixed: str = "fixed.nii.gz", moving: str = "moving.nii.gz") -> str:

@@ -426,3 +426,31 @@ def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair
     (tmp_path / "warped_labels.nii.gz").write_bytes(b"edited by hand")
     write_result(result, tmp_path, force=True)
     assert (tmp_path / "warped_labels.nii.gz").read_bytes() == b"edited by hand" and len(labelled) == len(written) + 1
+
+
+def test_rotation_search_finds_a_start_the_centre_of_mass_start_misses(pair):
+    """Heads pitched 35 deg apart: from the centre-of-mass start the affine stage settles in a
+    wrong optimum (measured: 19 mm mean error); the rotation search starts it near the right one."""
+    import math
+
+    from regkit.optimize.affine import center_of_mass
+
+    fixed = pair["fixed"]
+    centre = center_of_mass(fixed.data[None].float(), fixed.affine).float()
+    a = math.radians(35.0)
+    pitch = torch.tensor([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    truth = AffineTransform(pitch, torch.tensor([2.0, -3.0, 1.0]), centre)
+    grid = resized_grid(fixed.affine, fixed.shape, 2.5)
+    moving = resample(fixed, truth.inverse(), Image(torch.zeros(1, *grid.shape), grid.affine))
+    x = fixed.world_grid(dtype=torch.float64)[pair["fixed_labels"].data[0] > 0]
+    errors = {}
+    for search in ([], [30]):
+        config = {"deformable": {"enabled": False},
+                  "affine": {"rotation_search_deg": search,
+                             "levels": [{"spacing_mm": 7, "iterations": 40}, {"spacing_mm": 3.5, "iterations": 30}]}}
+        result = register(moving, fixed, config=config, seed=0)
+        with torch.no_grad():
+            errors[len(search)] = float((result.transform.double()(x) - truth.double()(x)).norm(dim=-1).mean())
+    assert errors[0] > 5.0, errors  # the plain start fails: the search is what finds it
+    assert errors[1] < 1.0, errors
+    assert result.log["rotation_search"]["chosen_axis"] == 0 and result.log["rotation_search"]["candidates"] == 7

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from regkit import space
-from regkit.optimize.config import AffineStage, RegistrationConfig
+from regkit.optimize.config import AffineLevel, AffineStage, RegistrationConfig
 from regkit.optimize.levels import Level
 from regkit.optimize.loop import run_adam
 from regkit.optimize.objective import Similarity
@@ -75,6 +75,43 @@ def optimize_affine(levels: List[Level], transform: AffineTransform, sim: Simila
     transform.matrix.requires_grad_(False)
     transform.translation.requires_grad_(False)
     return transform, logs
+
+
+def search_rotations(level: Level, start: AffineTransform, sim: Similarity, stage: AffineStage,
+                     config: RegistrationConfig, iterations: int = 10) -> Tuple[AffineTransform, Dict]:
+    """The best of several starting rotations, each refined briefly on ``level`` (the coarsest).
+
+    Candidates: ``start`` and ``start`` turned about its centre by ± each of
+    ``stage.rotation_search_deg`` (degrees) about each world axis (with 15 and 30: 13 starts).
+    Each is optimised for ``iterations`` steps and the one with the lowest loss is returned, so
+    an affine stage that would settle in the local optimum next to the centre-of-mass start
+    (heads pitched 30° apart: Dice 0.19 after the affine stage) starts near the right one (0.56).
+    Returns ``(transform, log)``; the log names the chosen rotation (axis 0/1/2 = x/y/z world).
+    """
+    import math
+    import time
+
+    t0 = time.perf_counter()
+    short = stage.model_copy(update={"levels": [AffineLevel(spacing_mm=level.spacing_mm, iterations=iterations)]})
+    candidates = [(None, 0.0)] + [(axis, sign * float(a)) for a in stage.rotation_search_deg
+                                  for axis in range(3) for sign in (1.0, -1.0)]
+    best = None
+    for axis, degrees in candidates:
+        turn = torch.eye(3, dtype=start.matrix.dtype)
+        if axis is not None:
+            i, j = [(1, 2), (0, 2), (0, 1)][axis]
+            c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+            turn[i, i], turn[j, j], turn[i, j], turn[j, i] = c, c, -s, s
+        candidate = AffineTransform((turn @ start.matrix.detach().cpu()).clone(), start.translation.detach().cpu().clone(),
+                                    start.center.detach().cpu().clone())
+        candidate, logs = optimize_affine([level], candidate, sim, short, config)
+        loss = logs[0]["loss"][-1] if logs[0]["loss"] else float("inf")
+        if best is None or loss < best[0]:
+            best = (loss, candidate, axis, degrees)
+    assert best is not None
+    log = {"candidates": len(candidates), "chosen_axis": best[2], "chosen_degrees": best[3], "loss": best[0],
+           "seconds": round(time.perf_counter() - t0, 3)}
+    return best[1], log
 
 
 def as_affine_transform(t: Optional[object]) -> Optional[AffineTransform]:

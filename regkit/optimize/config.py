@@ -39,6 +39,9 @@ class AffineStage(_Strict):
     lr_translation_mm: float = Field(1.0, gt=0, description="Adam step for the translation (mm)")
     lr_matrix: float = Field(0.01, gt=0, description="Adam step for the 3x3 matrix entries")
     lncc_window: int = Field(9, ge=3, description="LNCC window (voxels) during the affine stage")
+    rotation_search_deg: List[float] = Field(default_factory=list, description=(
+        "try starting rotations of +/- each of these angles (degrees) about each axis, briefly refined on the "
+        "first level, and start from the best (e.g. [15, 30]: 13 starts; empty: the centre-of-mass start alone)"))
 
 
 class DeformableLevel(_Strict):

@@ -17,7 +17,7 @@ from regkit import space
 from regkit.errors import InputError, RegistrationError
 from regkit.image import Image
 from regkit.checks import check_mask_not_empty
-from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine
+from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine, search_rotations
 from regkit.optimize.config import RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
 from regkit.optimize.levels import box_around, foreground_extent, level_margin_mm, make_level, robust_normalize
@@ -195,6 +195,9 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
             aff = initial_affine(aff_levels[0] if aff_levels else level(6.0), cfg.affine.init)
         if aff_levels:
             sim_aff = similarity(cfg.metric, cfg.affine.lncc_window, cfg.mi_bins)
+            if start_affine is None and cfg.affine.rotation_search_deg:  # not from a user's start
+                aff, log["rotation_search"] = search_rotations(aff_levels[0], aff, sim_aff, cfg.affine, cfg)
+                aff = aff.to(dev)
             aff, logs = optimize_affine(aff_levels, aff, sim_aff, cfg.affine, cfg, progress)
             log["levels"].extend(logs)
             _check_overlap(aff_levels[-1], aff)
