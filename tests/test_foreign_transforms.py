@@ -165,3 +165,42 @@ def test_unknown_files_are_refused_naming_what_regkit_reads(tmp_path):
     with pytest.raises(InputError) as e:
         read_transform(tmp_path / "x.xyz")
     assert "elastix" in str(e.value)
+
+
+def test_apply_reads_a_flirt_matrix_with_its_images(images, tmp_path):
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.resample import resample
+
+    folder, paths, m, *_ = images
+    path = tmp_path / "flirt.mat"
+    ntl.Affine(m, reference=str(paths["fixed"])).to_filename(str(path), fmt="fsl", moving=str(paths["moving"]))
+    out = tmp_path / "warped.nii.gz"
+    r = CliRunner().invoke(app, ["apply", str(path), str(paths["moving"]), "-r", str(paths["fixed"]), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    fixed = load_image(paths["fixed"])
+    with torch.no_grad():
+        expected = resample(load_image(paths["moving"]), read_transform(path, paths["fixed"], paths["moving"]), fixed).numpy()
+    np.testing.assert_allclose(load_image(out).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("fsl", "flirt.mat"), ("lta", "affine.lta"), ("afni", "affine.aff12.1D")])
+def test_affine_export_is_read_by_nitransforms_as_regkit_maps(images, tmp_path, fmt, suffix):
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.io.transform_files import write_transform
+    from regkit.transforms import AffineTransform
+
+    folder, paths, m, fixed_affine, shape = images
+    t = AffineTransform.from_homogeneous(torch.as_tensor(m))
+    write_transform(t, tmp_path / "t.regkit.safetensors")
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "t.regkit.safetensors"), "-r", str(paths["fixed"]),
+                                 "--moving", str(paths["moving"]), "--format", fmt, "-o", str(tmp_path / "x_")])
+    assert r.exit_code == 0, r.output
+    written = tmp_path / f"x_{suffix}"
+    theirs = ntl.load(str(written), fmt=fmt, reference=str(paths["fixed"]), moving=str(paths["moving"]))
+    x = _points(fixed_affine, shape)
+    np.testing.assert_allclose(theirs.map(x), _regkit_map(t, x), atol=1e-3)
+    np.testing.assert_allclose(_regkit_map(read_transform(written, paths["fixed"], paths["moving"]), x), _regkit_map(t, x), atol=1e-3)

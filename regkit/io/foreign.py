@@ -136,11 +136,18 @@ def _read_nitransforms(p: Path, kind: str, reference, moving) -> AffineTransform
         from nitransforms.io.base import TransformFileError, TransformIOError
     except ImportError as e:  # a declared dependency; only a broken install gets here
         raise InputError(f"looks like {FORMAT_NAMES[kind]}; reading it needs nitransforms (pip install nitransforms)", p) from e
+    from regkit.io.images import check_input_file
+
+    for image in (reference, moving):
+        if image is not None:
+            check_input_file(image)  # a missing image named as itself, not as the transform
     try:
         xfm = ntl.load(str(p), fmt=kind, reference=str(reference) if reference is not None else None,
                        moving=str(moving) if moving is not None else None)
-    except (TransformFileError, TransformIOError, ValueError, IndexError, KeyError) as e:
+    except (TransformFileError, TransformIOError, ValueError, IndexError, KeyError, OSError) as e:
         raise InputError(f"looks like {FORMAT_NAMES[kind]} but cannot be read as one ({_reason(e)})", p) from e
+    except Exception as e:  # nibabel's errors for an image nitransforms could not open
+        raise InputError(f"looks like {FORMAT_NAMES[kind]}; reading it with its images failed ({type(e).__name__}: {_reason(e)})", p) from e
     matrix = np.asarray(xfm.matrix, dtype=np.float64)
     if matrix.shape != (4, 4):
         raise InputError(f"holds {matrix.shape[0] if matrix.ndim == 3 else '?'} transforms ({FORMAT_NAMES[kind]} series); "
