@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import nibabel as nib
+import nitransforms.linear as ntl
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -16,7 +17,6 @@ from regkit.errors import InputError
 from regkit.io.images import load_image
 from regkit.io.transform_files import read_transform
 
-ntl = pytest.importorskip("nitransforms.linear", reason="nitransforms (a regkit dependency) reads FSL/LTA/AFNI files")
 LPS = np.array([-1.0, -1.0, 1.0])
 
 
