@@ -505,6 +505,19 @@ def _moving_bomb(d: Path, out: Path) -> Run:
                bomb, env={"REGKIT_MEMORY_LIMIT": "2G"})
 
 
+def matlab_bomb(path: Path) -> Path:
+    """A 4 KiB MATLAB v4 .mat (ANTs' affine format) whose header declares 200 million doubles."""
+    import struct
+
+    name = b"AffineTransform_double_3_3\0"
+    return _write(path, struct.pack("<5i", 0, 200_000_000, 1, 0, len(name)) + name + b"\0" * 4000)
+
+
+def _matlab_bomb(d: Path, out: Path) -> Run:
+    bomb = matlab_bomb(d / "bomb0GenericAffine.mat")
+    return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bomb)
+
+
 def _complex_field(d: Path, out: Path) -> Run:
     field = np.zeros(SHAPE + (1, 3), np.complex64)
     field[..., 0] = 1 + 1j
@@ -610,6 +623,8 @@ FILE_CASES: List[CommandCase] = [
                 _moving_bomb, r"needs about .* of memory", code=3, fix="downsample or crop the image, or run where more memory is free"),
     CommandCase("field_gzip_bomb", "a 1.5 MiB displacement field that unpacks to 512³×3 (REGKIT_MEMORY_LIMIT=2G)", "apply",
                 _field_bomb, r"needs about .* of memory", code=3, fix="a coarser field, or more memory"),
+    CommandCase("matlab_bomb", "a 4 KiB ANTs .mat whose header declares 200 million values (1.9 GB in ITK)", "apply",
+                _matlab_bomb, r"declares 200000000x1 values, more than", fix="copy the file again; check it opens in ITK/ANTs"),
     CommandCase("complex_field", "a complex-valued displacement field", "apply", _complex_field,
                 r"complex64 values", fix="displacements are real vectors: save the real part"),
     CommandCase("garbage_h5", "an .h5 transform of garbage after the HDF5 signature", "apply", _garbage_h5,

@@ -136,10 +136,11 @@ def _peak_rss_of(args, env) -> "tuple[int, str, float, int]":
 
 def test_no_small_file_makes_regkit_use_2_gb_or_30_s(tmp_path):
     """The issue's three: a velocity file with steps 1e30 (2**steps), a 1 MiB .nii.gz that
-    unpacks to 1 GiB, a 1 MiB displacement field that unpacks to 1 GiB (512x512x320x3) — each
+    unpacks to 1 GiB, a 1 MiB displacement field that unpacks to 1 GiB (512x512x320x3) — and a
+    4 KiB ANTs .mat declaring 200 million values (ITK allocated them: 1.9 GB, 15 s) — each
     refused (exit 2 or 3, the file named) within 30 s and 2 GB of peak memory, under
     REGKIT_MEMORY_LIMIT=2G (the reads alone need more)."""
-    from bad_input_corpus import _velocity, gzip_bomb, identity_transform
+    from bad_input_corpus import _velocity, gzip_bomb, identity_transform, matlab_bomb
 
     d = tmp_path
     good = good_image(d)
@@ -147,6 +148,7 @@ def test_no_small_file_makes_regkit_use_2_gb_or_30_s(tmp_path):
         "steps": ([_velocity(1e30)(d), good, "-r", good, "-o", d / "o1.nii.gz"], 2),
         "gzip": ([identity_transform(d), gzip_bomb(d / "bomb.nii.gz"), "-r", good, "-o", d / "o2.nii.gz"], 3),
         "field": ([gzip_bomb(d / "bomb1Warp.nii.gz", shape=(512, 512, 320), vector=True), good, "-r", good, "-o", d / "o3.nii.gz"], 3),
+        "matlab": ([matlab_bomb(d / "bomb0GenericAffine.mat"), good, "-r", good, "-o", d / "o4.nii.gz"], 2),
     }
     for name, (args, code) in cases.items():
         bad = args[0] if name != "gzip" else args[1]

@@ -109,6 +109,10 @@ def _read_sitk_transform(path: PathLike):
     import SimpleITK as sitk
 
     p = check_input_file(path)
+    if p.name.lower().endswith(".mat"):
+        from regkit.io.validate import check_matlab_v4
+
+        check_matlab_v4(p)  # ITK allocates what the headers declare, before reading
     try:
         with _quiet_c_stderr():  # HDF5 prints its stack for a damaged .h5; ITK's exception says enough
             tx = sitk.ReadTransform(str(p))
