@@ -59,6 +59,9 @@ def add_to(app: typer.Typer) -> None:
         check_writable(output, force)
         check_writable(log_path, force)
         forward = read_transform(transform)
+        if transform_kind(output) == "foreign":  # before the work: a format regkit reads only
+            raise InputError("regkit reads this format but does not write it; write .regkit.safetensors, .mat/.tfm "
+                             "(an affine) or .nii.gz with --reference MOVING", output)
         if transform_kind(output) == "itk_affine" and as_single_affine(forward) is None:  # before the work, not after
             raise InputError("this suffix holds one affine transform and the inverse of this one is not affine; "
                              "use .regkit.safetensors or a displacement field (.nii.gz with --reference MOVING)", output)

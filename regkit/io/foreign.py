@@ -201,7 +201,9 @@ def _elastix_sitk(params: Dict[str, List[str]], p: Path):
     dim = int(_floats(params, "FixedImageDimension", p, 1)[0]) if "FixedImageDimension" in params else 3
     if dim != 3:
         raise InputError(f"holds a {dim}D elastix transform; regkit needs 3D", p)
-    center = _floats(params, "CenterOfRotationPoint", p, 3) if kind != "TranslationTransform" and kind != "BSplineTransform" else None
+    if kind == "RecursiveBSplineTransform":  # elastix 5's faster B-spline: the same parameters
+        kind = "BSplineTransform"
+    center = _floats(params, "CenterOfRotationPoint", p, 3) if kind not in ("TranslationTransform", "BSplineTransform") else None
     if kind == "EulerTransform":
         tx = sitk.Euler3DTransform()
         tx.SetCenter(center)
@@ -222,6 +224,8 @@ def _elastix_sitk(params: Dict[str, List[str]], p: Path):
         if order != 3:
             raise InputError(f"holds an elastix B-spline of order {order}; regkit reads cubic (order 3) ones", p)
         size = _floats(params, "GridSize", p, 3)
+        if "GridIndex" in params and any(_floats(params, "GridIndex", p, 3)):
+            raise InputError("holds an elastix B-spline whose GridIndex is not 0 0 0; regkit reads whole control grids", p)
         fixed = size + _floats(params, "GridOrigin", p, 3) + _floats(params, "GridSpacing", p, 3) + _floats(params, "GridDirection", p, 9)
         coefficients = _floats(params, "TransformParameters", p, 3 * int(np.prod(size)))
         tx = sitk.BSplineTransform(3, 3)
@@ -229,7 +233,7 @@ def _elastix_sitk(params: Dict[str, List[str]], p: Path):
         tx.SetParameters(coefficients)
     else:
         raise InputError(f"holds an elastix {kind or 'unnamed transform'}; regkit reads EulerTransform, SimilarityTransform, "
-                         "AffineTransform, TranslationTransform and BSplineTransform", p)
+                         "AffineTransform, TranslationTransform and (Recursive)BSplineTransform", p)
     combine = (params.get("HowToCombineTransforms") or ["Compose"])[0]
     if combine != "Compose":
         raise InputError(f"combines its transforms by {combine!r}; regkit reads elastix's default, Compose", p)
