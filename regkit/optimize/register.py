@@ -18,7 +18,7 @@ from regkit.errors import InputError, RegistrationError
 from regkit.image import Image
 from regkit.checks import check_mask_not_empty
 from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine, search_rotations
-from regkit.optimize.config import RegistrationConfig, load_config
+from regkit.optimize.config import DeformableStage, RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
 from regkit.optimize.levels import box_around, foreground_extent, level_margin_mm, make_level, robust_normalize
 from regkit.optimize.objective import similarity
@@ -209,9 +209,10 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     # --- deformable stage
     transform: Transform = outer
     if cfg.deformable.enabled and cfg.deformable.levels:
-        def_levels = [level(l.spacing_mm) for l in cfg.deformable.levels]
+        stage = levels_finer_each_time(cfg.deformable, float(space.spacing(fixed.affine).min()))
+        def_levels = [level(l.spacing_mm) for l in stage.levels]
         sim_def = similarity(cfg.metric, cfg.lncc_window, cfg.mi_bins)
-        deformable, logs = optimize_deformable(def_levels, outer, sim_def, cfg.deformable, cfg, initial=initial_velocity, progress=progress)
+        deformable, logs = optimize_deformable(def_levels, outer, sim_def, stage, cfg, initial=initial_velocity, progress=progress)
         log["levels"].extend(logs)
         transform = Compose(deformable, outer)
     transform = transform.cpu().requires_grad_(False)
@@ -264,6 +265,23 @@ def scaled_lengths(cfg: RegistrationConfig, scale: float) -> RegistrationConfig:
     if data["crop_margin_mm"] is not None:
         data["crop_margin_mm"] *= scale
     return RegistrationConfig.model_validate(data)
+
+
+def levels_finer_each_time(stage: DeformableStage, finest_mm: float) -> DeformableStage:
+    """``stage`` without the levels that would run at no finer a spacing than the level before.
+
+    A level finer than the fixed image's voxels (``finest_mm``) runs at the image's spacing
+    (:func:`~regkit.optimize.levels.make_level`), so on a 2 mm image the default preset's 1 mm
+    level would repeat its 2 mm level (measured on the synthetic 2 mm dev pairs: +4.5 s per pair
+    for no gain in Dice). The schedule of a fine image is unchanged."""
+    kept, previous = [], None
+    for settings in stage.levels:
+        spacing = max(float(settings.spacing_mm), finest_mm)
+        if previous is not None and spacing >= previous - 1e-6:
+            continue
+        kept.append(settings)
+        previous = spacing
+    return stage if len(kept) == len(stage.levels) else stage.model_copy(update={"levels": kept})
 
 
 def _float_copy(affine: AffineTransform) -> AffineTransform:
