@@ -20,6 +20,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: paragraphs reflow to the terminal's width (up to 200 columns), no boxed
+    # panels hard-wrapping the examples and no "<bool>" beside every flag
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 200},
 )
 
 
@@ -56,6 +60,27 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+def _reflowable(text: str) -> str:
+    """``text`` with each paragraph's source line breaks (and the spaces aligning its continuation
+    lines) folded into single spaces, so click rewraps it at the terminal's width instead of
+    breaking lines early; each paragraph keeps its first line's indent."""
+    paragraphs = []
+    for par in text.split("\n\n"):
+        lines = [line for line in par.splitlines() if line.strip()]
+        if not lines or lines[0].startswith("\b"):
+            paragraphs.append(par)
+            continue
+        indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+        paragraphs.append(indent + " ".join(" ".join(line.split()) for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+for _info in app.registered_commands:  # every command's help, however its module wrapped the source
+    if _info.help:
+        _info.help = _reflowable(_info.help)
+app.info.help = _reflowable(app.info.help)
 
 
 # click's UsageError, or the copy that newer Typer versions vendor: the base of typer.BadParameter
