@@ -299,7 +299,10 @@ def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: boo
     pts = points_ras.numpy().copy()
     if lps:
         pts[:, :2] *= -1.0
-    rows = csv_rows(source, "landmark file")  # the rows read_landmarks read (a byte-order mark dropped alike)
+    if source.name.lower().endswith((".fcsv", ".mrk.json")):  # Slicer markups: written as a plain x,y,z CSV
+        rows = [["x", "y", "z"]] + [["", "", ""] for _ in range(len(pts))]
+    else:
+        rows = csv_rows(source, "landmark file")  # the rows read_landmarks read (a byte-order mark dropped alike)
     header = [c.strip() for c in rows[0]]
     names = [c.lower() for c in header]
     if {"x", "y", "z"} <= set(names):

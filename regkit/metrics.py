@@ -171,20 +171,27 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     such as ``label`` or ``t`` ignored — the layout of ANTs' ``antsApplyTransformsToPoints``),
     or no header and the first three columns numeric. With ``lps=True`` the file holds LPS
     coordinates (ITK/ANTs/Slicer-legacy convention) and x, y are negated to get RAS.
+    3D Slicer markups (``.fcsv``, ``.mrk.json``) are read in the coordinate system they declare
+    (``lps`` is not used for them).
     """
     from regkit.io.validate import MAX_ABS_VALUE, csv_rows
 
     p = Path(path)
     if not p.is_file():
         raise InputError("no such landmark file", p)
-    rows = csv_rows(p, "landmark file")  # UTF-8; Excel's "CSV UTF-8" byte-order mark dropped
-    if not rows:
-        raise InputError("landmark file has no rows", p)
-    header = [c.strip().lower() for c in rows[0]]
-    if {"x", "y", "z"} <= set(header):
-        cols, rows = [header.index(a) for a in ("x", "y", "z")], rows[1:]
+    name = p.name.lower()
+    if name.endswith((".fcsv", ".mrk.json")):  # 3D Slicer markups: their own coordinate system
+        rows, cols, slicer_lps = _slicer_markups(p)
+        lps = slicer_lps
     else:
-        cols = [0, 1, 2]
+        rows = csv_rows(p, "landmark file")  # UTF-8; Excel's "CSV UTF-8" byte-order mark dropped
+        if not rows:
+            raise InputError("landmark file has no rows", p)
+        header = [c.strip().lower() for c in rows[0]]
+        if {"x", "y", "z"} <= set(header):
+            cols, rows = [header.index(a) for a in ("x", "y", "z")], rows[1:]
+        else:
+            cols = [0, 1, 2]
     try:
         pts = np.array([[float(r[c]) for c in cols] for r in rows], dtype=np.float64)
     except (ValueError, IndexError) as e:
@@ -200,6 +207,41 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     if lps:
         pts[:, :2] *= -1.0
     return torch.from_numpy(pts.reshape(-1, 3))
+
+
+def _slicer_markups(p: Path):
+    """``(rows, xyz columns, lps)`` of a 3D Slicer markups file: ``.fcsv`` (comment lines, then
+    ``id,x,y,z,...``; ``# CoordinateSystem = LPS``/``RAS`` or 1/0, RAS when absent as in files
+    before Slicer 4.11) or ``.mrk.json`` (``markups[].controlPoints[].position`` in the markup's
+    ``coordinateSystem``, LPS by default)."""
+    from regkit.io.validate import csv_rows, read_text
+
+    if p.name.lower().endswith(".fcsv"):
+        system = "RAS"
+        for line in read_text(p, "landmark file").splitlines():
+            if line.startswith("#") and "coordinatesystem" in line.lower().replace(" ", ""):
+                value = line.split("=", 1)[-1].strip().upper()
+                system = {"0": "RAS", "1": "LPS"}.get(value, value)
+        if system not in ("RAS", "LPS"):
+            raise InputError(f"Slicer markups in coordinate system {system!r}; regkit reads RAS or LPS", p)
+        rows = [r for r in csv_rows(p, "landmark file") if r and not r[0].lstrip().startswith("#")]
+        if not rows:
+            raise InputError("Slicer markups file has no points", p)
+        return rows, [1, 2, 3], system == "LPS"
+    import json
+
+    try:
+        doc = json.loads(read_text(p, "landmark file"))
+        markups = doc["markups"]
+        systems = {str(m.get("coordinateSystem", "LPS")).upper() for m in markups}
+        rows = [[str(v) for v in cp["position"]] for m in markups for cp in m.get("controlPoints", [])]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"is not a Slicer markups JSON file ({type(e).__name__}: {e})", p) from e
+    if len(systems) > 1 or not systems <= {"RAS", "LPS"}:
+        raise InputError(f"Slicer markups in coordinate system(s) {sorted(systems)}; regkit reads RAS or LPS", p)
+    if not rows:
+        raise InputError("Slicer markups file has no control points", p)
+    return rows, [0, 1, 2], systems == {"LPS"}
 
 
 def target_registration_error(fixed_points: Tensor, moving_points: Tensor, transform=None) -> Tensor:

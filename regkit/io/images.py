@@ -25,7 +25,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -63,7 +63,9 @@ def check_input_file(path: PathLike) -> Path:
     if not p.exists():
         raise InputError("no such file", p)
     if p.is_dir():
-        raise InputError("is a directory, expected an image file", p)
+        dicom_series_files(p)  # InputError unless the folder holds one DICOM series
+        note_input(p)
+        return p
     if not os.access(p, os.R_OK):
         raise InputError("is not readable (permission denied)", p)
     if p.stat().st_size == 0:
@@ -90,7 +92,9 @@ def load_image(path: PathLike, is_label: bool = False, volume: Optional[int] = N
     policy = _header_policy(header_policy)
     try:
         with np.errstate(all="ignore"):
-            if _has_suffix(p, ITK_SUFFIXES):
+            if p.is_dir():
+                array, affine = _read_dicom_series(p, is_label)
+            elif _has_suffix(p, ITK_SUFFIXES):
                 array, affine = _read_sitk(p, is_label)
             else:
                 array, affine = _read_nibabel(p, is_label, policy)
@@ -368,18 +372,22 @@ def _nifti_affine_in_units(img, p: Path, policy: Optional[str] = None) -> np.nda
     return hdr.get_base_affine()
 
 
-def _read_sitk(p: Path, is_label: bool = False):
+def _read_sitk(p: Path, is_label: bool = False, series: Optional[List[str]] = None):
+    """``(array X,Y,Z[,C], affine RAS)`` of an ITK image file, or of the DICOM files ``series``
+    (in slice order) of the folder ``p``: the header checked before any voxel is read."""
     import SimpleITK as sitk
 
     try:
         with _quiet_c_stderr():
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(p))
-            reader.ReadImageInformation()
-        if reader.GetDimension() != 3:
-            raise InputError(f"is {reader.GetDimension()}D; regkit needs a 3D volume", p)
-        itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
-        size = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+            reader, itemsize = _image_info(series[0] if series else str(p))
+        if series:  # one 2D file per slice: the stack is the image
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(series)
+            size = tuple(_image_info(series[0])[0].GetSize()[:2]) + (len(series),)
+        else:
+            if reader.GetDimension() != 3:
+                raise InputError(f"is {reader.GetDimension()}D; regkit needs a 3D volume", p)
+            size = tuple(reader.GetSize()) + ((reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
         _check_declared_size(size, itemsize, p)
         with _quiet_c_stderr():
             img = reader.Execute()
@@ -387,6 +395,47 @@ def _read_sitk(p: Path, is_label: bool = False):
         raise
     except Exception as e:
         raise InputError(f"cannot be read as an image ({_itk_reason(e)}; is it damaged or truncated?)", p) from e
+    if img.GetDimension() != 3:
+        raise InputError(f"is {img.GetDimension()}D; regkit needs a 3D volume", p)
+    return _sitk_array(img, p, is_label)
+
+
+def _image_info(filename: str):
+    """SimpleITK's reader of ``filename`` with its header read, and the bytes of one voxel value."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(filename)
+    reader.ReadImageInformation()
+    return reader, np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
+
+
+def dicom_series_files(folder: Path) -> List[str]:
+    """The files of the one DICOM series in ``folder``, in slice order (GDCM, as SimpleITK's
+    ImageSeriesReader sorts them); InputError when the folder holds none or several."""
+    import SimpleITK as sitk
+
+    with _quiet_c_stderr():
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise InputError("is a directory without a DICOM series; give an image file or a folder of one DICOM series", folder)
+    if len(ids) > 1:
+        raise InputError(f"holds {len(ids)} DICOM series ({', '.join(list(ids)[:3])}{'...' if len(ids) > 3 else ''}); "
+                         "give a folder with one series", folder)
+    with _quiet_c_stderr():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+
+
+def _read_dicom_series(p: Path, is_label: bool = False):
+    """A folder of one DICOM series as ``(array X,Y,Z, affine RAS)`` via SimpleITK's
+    ImageSeriesReader (slice order and geometry from the DICOM tags, as ITK/ANTs read them)."""
+    return _read_sitk(p, is_label, series=dicom_series_files(p))
+
+
+def _sitk_array(img, p: Path, is_label: bool):
+    """``(array X,Y,Z[,C], affine RAS)`` of a SimpleITK image read from ``p``."""
+    import SimpleITK as sitk
+
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X[, C])
     if np.iscomplexobj(array):
         raise InputError(f"holds complex voxels ({array.dtype}); regkit registers real scalar images: "
