@@ -317,8 +317,12 @@ def _check_same_as_itk(affine: np.ndarray, shape, p: Path) -> None:
     """Refuse a NIfTI header that ITK (so ANTs, SimpleITK, Slicer) maps to a different place
     than regkit does — negative pixdim in a qform, sforms ITK does not take, ... — by more than
     :data:`SFORM_QFORM_TOLERANCE_VOXELS`: a transform from one would be wrong for the other.
-    Headers ITK cannot read or reads as another dimension are not compared."""
-    import SimpleITK as sitk
+    Headers ITK cannot read or reads as another dimension are not compared, nor anything where
+    SimpleITK is not installed (a bare training image, e.g. a GPU machine's)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        return
 
     try:
         with _quiet_c_stderr():
