@@ -148,9 +148,12 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def setup_logging(verbose: bool = False) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Messages on stderr, one per line: INFO (progress lines), DEBUG with ``verbose``, warnings
+    and errors only with ``quiet``."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # a second command in the same process (tests) sets its own
     logging.captureWarnings(True)
 
 

@@ -53,10 +53,12 @@ def add_to(app: typer.Typer) -> None:
         import torch
 
         from regkit import metrics
+        from regkit.checks import check_label_count
         from regkit.errors import InputError
         from regkit.io.atomic import check_writable, json_text, write_text
         from regkit.io.images import load_label
-        from regkit.io.transform_files import read_transform, read_transform_chain
+        from regkit.cli.apply import load_chain
+        from regkit.io.transform_files import read_transform
         from regkit.transforms import DisplacementField
 
         if (fixed_labels is None) != (warped_labels is None):
@@ -71,6 +73,9 @@ def add_to(app: typer.Typer) -> None:
             check_writable(json_out, force)
         fl = load_label(fixed_labels) if fixed_labels is not None else None
         wl = load_label(warped_labels) if warped_labels is not None else None
+        if fl is not None:  # each value is a Dice and an HD95: bounded
+            check_label_count(fl, fixed_labels)
+            check_label_count(wl, warped_labels)
         if fl is not None and not fl.same_grid(wl):
             raise InputError(f"is not on the grid of {fixed_labels}; resample it onto the fixed grid first (regkit apply ... --interp nearest)", warped_labels)
         landmarks = None
@@ -90,7 +95,7 @@ def add_to(app: typer.Typer) -> None:
             raise InputError("is not a displacement field: its Jacobian needs a grid, so give --reference FIXED "
                              "(or --fixed-labels and --warped-labels, or the field.nii.gz of the result)", field)
         numbers = metrics.evaluate(fl, wl, forward, landmarks,
-                                   read_transform_chain(transform) if transform else None)
+                                   load_chain(transform, inverse=False) if transform else None)
         if json_out is not None:  # first: a reader of stdout that stops early (| head) must not cost the file
             write_text(json_out, json_text(numbers) + "\n", force=force)
         typer.echo(format_table(numbers))

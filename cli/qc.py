@@ -43,7 +43,7 @@ def add_to(app: typer.Typer) -> None:
     ) -> None:
         from regkit.errors import InputError
         from regkit.io.images import load_image, load_label
-        from regkit.io.transform_files import read_transform_chain
+        from regkit.cli.apply import load_chain
         from regkit.report import summary_line, write_qc
 
         if moving_labels is not None and labels is None:
@@ -55,7 +55,7 @@ def add_to(app: typer.Typer) -> None:
             if not fixed_labels.same_grid(fixed_image):
                 raise InputError(f"is not on the grid of {fixed}", labels)
             label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
-        result = write_qc(fixed_image, moving_image, read_transform_chain(transform), out_dir, labels=label_arg, force=force, default_value=default_value,
+        result = write_qc(fixed_image, moving_image, load_chain(transform, inverse=False), out_dir, labels=label_arg, force=force, default_value=default_value,
                           title=f"regkit QC: {moving.name} -> {fixed.name}")
         typer.echo(summary_line(result))
         for f in result["files"]:

@@ -259,7 +259,7 @@ def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_path
     rows = register_cohort(manifest, tmp_path / "out", ckpt)
     assert [r["pair"] for r in rows] == [1]
     for n in (1,):
-        for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors", "affine.mat", "warp.nii.gz"):
+        for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors", "0GenericAffine.mat", "1Warp.nii.gz", "1InverseWarp.nii.gz"):
             assert (tmp_path / "out" / f"pair00{n}" / name).is_file(), name
     assert (tmp_path / "out" / "cohort_rank0.csv").read_text().startswith("pair,moving,fixed,seconds")
     # each pair's log names the checkpoint and the grids (it said "in-memory" and "None")
@@ -291,7 +291,7 @@ def test_cli_register_with_model_and_cohort(tmp_path, sample_paths):
     written = read_transform(tmp_path / "one" / "transform.regkit.safetensors").displacement_on(fixed.affine, fixed.shape)
     expected = predict(model, load_image(sample_paths["moving"]), fixed).displacement_on(fixed.affine, fixed.shape)
     assert torch.allclose(written.float(), expected, atol=1e-4)
-    for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "affine.mat", "warp.nii.gz"):
+    for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "0GenericAffine.mat", "1Warp.nii.gz", "1InverseWarp.nii.gz", "inverse_field.nii.gz"):
         assert (tmp_path / "one" / name).is_file(), name
     import json
     logged = json.loads((tmp_path / "one" / "log.json").read_text())

@@ -20,8 +20,8 @@ deformable:
   levels:
     - {spacing_mm: 5, control_spacing_mm: 10, iterations: 6}
 """
-OUTPUTS = ["warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.regkit.safetensors",
-           "affine.mat", "warp.nii.gz", "log.json", "log.txt"]
+OUTPUTS = ["warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "inverse_field.nii.gz", "transform.regkit.safetensors",
+           "0GenericAffine.mat", "1Warp.nii.gz", "1InverseWarp.nii.gz", "log.json", "log.txt"]
 
 
 def invoke(*args):
@@ -44,7 +44,7 @@ def test_writes_every_output(registered, sample_paths):
     out = registered["out"]
     for name in OUTPUTS:
         assert (out / name).is_file(), name
-    assert "regkit register: done in" in registered["output"]
+    assert "regkit register: " in registered["output"] and "(fixed): done in" in registered["output"]
     field = nib.load(str(out / "field.nii.gz"))
     fixed = nib.load(str(sample_paths["fixed"]))
     assert field.shape == fixed.shape + (1, 3)
@@ -97,7 +97,7 @@ def test_options_for_one_pair_are_refused_with_pairs(sample_paths, tmp_path):
     assert not (tmp_path / "cohort").exists()
 
 
-@pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["warp.nii.gz", "affine.mat"]])
+@pytest.mark.parametrize("transforms", [["transform.regkit.safetensors"], ["field.nii.gz"], ["1Warp.nii.gz", "0GenericAffine.mat"]])
 def test_apply_reproduces_warped(registered, sample_paths, transforms, tmp_path):
     out = registered["out"]
     target = tmp_path / "again.nii.gz"
@@ -197,7 +197,7 @@ def test_invert_to_an_affine_file_is_refused_before_the_work(registered, tmp_pat
     assert r.exit_code == 2, r.output
     assert "not affine" in r.output and "round trip" not in r.output and len(r.output.strip().splitlines()) == 1
     assert not target.exists()
-    r = invoke("invert", registered["out"] / "affine.mat", "-o", tmp_path / "affine_inverse.mat")  # an affine still is
+    r = invoke("invert", registered["out"] / "0GenericAffine.mat", "-o", tmp_path / "affine_inverse.mat")  # an affine still is
     assert r.exit_code == 0, r.output
 
 
@@ -227,7 +227,7 @@ def test_evaluate_scores_a_native_transform_on_a_reference_grid(registered, samp
 
 
 def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_path):
-    """-t warp.nii.gz -t affine.mat scores the whole chain, as apply does (a repeated -t used
+    """-t 1Warp.nii.gz -t 0GenericAffine.mat scores the whole chain, as apply does (a repeated -t used
     to keep only the last file: the affine alone, with 0 mm of non-affine motion in the QC)."""
     out = registered["out"]
     points = tmp_path / "fixed.csv"
@@ -242,7 +242,7 @@ def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_
         assert r.exit_code == 0, r.output
         return json.loads(json_out.read_text())["tre_mm"]["mean"]
 
-    chain, affine_only = tre("warp.nii.gz", "affine.mat"), tre("affine.mat")
+    chain, affine_only = tre("1Warp.nii.gz", "0GenericAffine.mat"), tre("0GenericAffine.mat")
     assert chain < 0.1 < affine_only, (chain, affine_only)
 
     def nonaffine(name, *transforms):
@@ -252,7 +252,7 @@ def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_
         return json.loads((tmp_path / name / "qc.json").read_text())["nonaffine_displacement_mm"]["mean"]
 
     exact = nonaffine("native", "transform.regkit.safetensors")
-    assert exact > 0.05 and abs(nonaffine("chain", "warp.nii.gz", "affine.mat") - exact) < 0.05 * exact
+    assert exact > 0.05 and abs(nonaffine("chain", "1Warp.nii.gz", "0GenericAffine.mat") - exact) < 0.05 * exact
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -148,6 +148,7 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     net = load(model, device) if model is not None else None
     rows: List[Dict[str, object]] = []
     failures: List[RegkitError] = []
+    t_cohort = time.perf_counter()
     for count, (n, pair) in enumerate(mine, start=1):
         row: Dict[str, object] = {"pair": n, "moving": str(pair.moving), "fixed": str(pair.fixed), "seconds": "",
                                   "status": "ok", "error": ""}
@@ -157,13 +158,13 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
             write_result(result, out / f"pair{n:03d}", labels, force=force,
                          labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
             row["seconds"] = result.log["total_seconds"]
-            log.info("pair %d (%d of %d): registered in %.1f s -> %s", n, count, len(mine), result.log["total_seconds"],
-                     out / f"pair{n:03d}")
+            log.info("pair %d (%d of %d): registered in %.1f s -> %s%s", n, count, len(mine), result.log["total_seconds"],
+                     out / f"pair{n:03d}", _eta(t_cohort, count, len(mine)))
         except RegkitError as e:  # this pair is lost, the others are not
             named = type(e)(f"pair {n}: {e}" if e.path is not None else f"pair {n} ({pair.moving} -> {pair.fixed}): {e}")
             failures.append(named)
             row.update(status="failed", error=str(named))
-            log.warning("pair %d (%d of %d) FAILED: %s", n, count, len(mine), named)
+            log.warning("pair %d (%d of %d) FAILED: %s%s", n, count, len(mine), named, _eta(t_cohort, count, len(mine)))
         rows.append(row)
     table = f"cohort_rank{int(os.environ.get('RANK', '0'))}.csv"
     if rows:
@@ -172,6 +173,16 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
         first = failures[0]
         raise type(first)(f"{len(failures)} of {len(rows)} pairs failed (the others are in {out}; see {table}); first: {first}")
     return rows
+
+
+def _eta(start: float, done: int, total: int) -> str:
+    """``"; 3 left, about 2 min 10 s"`` from the mean time per pair so far (empty at the end)."""
+    left = total - done
+    if left <= 0 or done <= 0:
+        return ""
+    seconds = (time.perf_counter() - start) / done * left
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"; {left} left, about {f'{minutes} min ' if minutes else ''}{rest} s"
 
 
 def _register_pair(pair, net, refine: int, config, metric, device, default_value: float, model):

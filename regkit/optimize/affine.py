@@ -61,8 +61,15 @@ def optimize_affine(levels: List[Level], transform: AffineTransform, sim: Simila
     for i, (level, settings) in enumerate(zip(levels, stage.levels)):
         to_norm = level.world_to_moving_normalized().to(level.world.device, level.world.dtype)
 
-        def loss_fn(level=level, to_norm=to_norm) -> Tensor:
-            m = to_norm @ transform.homogeneous().to(to_norm.dtype)  # world -> moving grid_sample coords
+        base = None
+        if stage.rigid:  # rotations about this level's start: R = base @ exp(skew(base^T M)), smooth at M = base
+            with torch.no_grad():
+                base = nearest_rotation(transform.matrix)
+                transform.matrix.copy_(base)
+
+        def loss_fn(level=level, to_norm=to_norm, base=base) -> Tensor:
+            h = _rigid_homogeneous(transform, base) if base is not None else transform.homogeneous()
+            m = to_norm @ h.to(to_norm.dtype)  # world -> moving grid_sample coords
             warped, mask = level.sample_moving(level.world @ m[:3, :3].T + m[:3, 3])
             return sim(level.fixed, warped, mask)
 
@@ -72,9 +79,38 @@ def optimize_affine(levels: List[Level], transform: AffineTransform, sim: Simila
                        progress=progress, desc=f"affine {i + 1}/{len(levels)} @{level.spacing_mm:g}mm")
         log.update(stage="affine", level=i, spacing_mm=level.spacing_mm, grid=list(level.grid.shape))
         logs.append(log)
+        if base is not None:
+            with torch.no_grad():
+                transform.matrix.copy_(_rotation(transform.matrix, base))
     transform.matrix.requires_grad_(False)
     transform.translation.requires_grad_(False)
     return transform, logs
+
+
+def nearest_rotation(matrix: Tensor) -> Tensor:
+    """The rotation closest to ``matrix`` (3, 3) (Frobenius; SVD, determinant +1). Not for
+    gradients: SVD's is undefined where singular values repeat (a rotation's are all 1)."""
+    u, _, vh = torch.linalg.svd(matrix)
+    d = torch.ones(3, dtype=matrix.dtype, device=matrix.device)
+    d[2] = torch.sign(torch.det(u @ vh))
+    return u @ torch.diag(d) @ vh
+
+
+def _rotation(matrix: Tensor, base: Tensor) -> Tensor:
+    """``base @ exp(skew(base^T matrix))``: a rotation for any ``matrix``, ``base`` at ``matrix =
+    base``, differentiable everywhere (the rigid stage's parametrisation)."""
+    a = base.T @ matrix
+    return base @ torch.linalg.matrix_exp(0.5 * (a - a.T))
+
+
+def _rigid_homogeneous(transform: AffineTransform, base: Tensor) -> Tensor:
+    """``transform``'s 4x4 with its matrix replaced by :func:`_rotation` (rigid stage: the
+    optimiser moves 9 numbers, the image sees only a rotation)."""
+    h = transform.homogeneous()  # [M | t + c - M c]
+    r = _rotation(transform.matrix, base)
+    c = transform.center.to(r.dtype)
+    top = torch.cat([r, (h[:3, 3] + (transform.matrix - r) @ c)[:, None]], dim=1)  # [R | t + c - R c]
+    return torch.cat([top, h[3:]], dim=0)
 
 
 def search_rotations(level: Level, start: AffineTransform, sim: Similarity, stage: AffineStage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +35,7 @@ class AffineLevel(_Strict):
 class AffineStage(_Strict):
     enabled: bool = True
     init: Literal["center_of_mass", "geometric_center", "none"] = "center_of_mass"
+    rigid: bool = Field(False, description="rotation + translation only (6 degrees of freedom), e.g. the same subject")
     levels: List[AffineLevel] = [AffineLevel(spacing_mm=6, iterations=80), AffineLevel(spacing_mm=4, iterations=40)]
     lr_translation_mm: float = Field(1.0, gt=0, description="Adam step for the translation (mm)")
     lr_matrix: float = Field(0.01, gt=0, description="Adam step for the 3x3 matrix entries")
@@ -76,7 +77,7 @@ class RegistrationConfig(_Strict):
         default_factory=lambda: {"lncc": 1.0, "mse": 1.0, "mi": 1.0, "mind": 1.0},
         description="similarity multiplier per metric, so one regularisation weight suits all")
     crop_margin_mm: Optional[float] = Field(12.0, ge=0, le=MAX_MM, description="crop the working grid to the fixed foreground + margin (null: no crop)")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the idle cores, see register.cpu_threads)")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the cores this process may use, at most 8; see register.cpu_threads)")
     early_stop_window: int = Field(10, ge=2, description="iterations compared for the plateau test")
     early_stop_tolerance: float = Field(1e-4, ge=0, description="stop a level when the loss improves less than this per iteration")
     affine: AffineStage = AffineStage()
@@ -104,9 +105,13 @@ def _read_yaml(text: str, origin: str) -> Dict[str, Any]:
 
 
 def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfig] = None,
-                **overrides: Any) -> RegistrationConfig:
+                sets: Sequence[str] = (), **overrides: Any) -> RegistrationConfig:
     """A validated :class:`RegistrationConfig` from a preset name, a YAML path, a dict or a config.
 
+    A YAML file holds only the keys it changes: they are layered on the preset its ``base:`` key
+    names (default: ``default``; ``base: null`` for RegistrationConfig's built-in values).
+    ``sets``: ``"a.b=value"`` assignments (``regkit register --set``; a list item by its index,
+    ``deformable.levels.1.iterations=10``; values read as YAML), applied in order after the file.
     ``overrides`` set top-level keys (e.g. ``metric="mi"``); ``None`` values are ignored.
     """
     origin = "config"
@@ -119,12 +124,74 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
     else:
         text, origin = _preset_or_file_text(str(config))
         data = _read_yaml(text, origin)
+        if not origin.startswith("preset "):  # a user's file: the keys it changes, on a preset
+            data = _on_base(data, origin)
+    if sets:
+        import copy
+
+        data = copy.deepcopy(data)  # a caller's dict is left as it was
+    for assignment in sets:
+        _set_key(data, assignment)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RegistrationConfig.model_validate(data)
     except ValidationError as e:
         key, msg = describe_validation_error(e)
         raise InputError(f"setting '{key}': {msg}", origin) from None
+
+
+def _on_base(data: Dict[str, Any], origin: str) -> Dict[str, Any]:
+    """``data`` (a user's YAML) merged over the preset named by its ``base`` key (default
+    ``default``; null: the built-in values): mappings key by key, anything else (lists included)
+    replaced."""
+    data = dict(data)
+    base = data.pop("base", "default")
+    if base is None:
+        return data
+    if not isinstance(base, str) or base not in preset_names():
+        raise InputError(f"setting 'base': expected a preset name ({', '.join(preset_names())}) or null, got {base!r}", origin)
+    text, preset = _preset_or_file_text(base)
+    return _merged(_read_yaml(text, preset), data)
+
+
+def _merged(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _set_key(data: Dict[str, Any], assignment: str) -> None:
+    """Apply ``"a.b.c=value"`` (value read as YAML) to ``data`` in place; a missing mapping level
+    is created and the schema judges the result. An index into a list must exist."""
+    import yaml
+
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise InputError(f"--set {assignment!r}: expected KEY=VALUE, e.g. deformable.regularization_weight=2")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(f"--set {assignment!r}: '{'.'.join(parts[:i])}' has {len(node)} items; '{part}' is not one")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise InputError(f"--set {assignment!r}: '{'.'.join(parts[:i])}' is a value, not a group of settings")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                default = RegistrationConfig().model_dump()
+                for p in parts[:i + 1]:  # a group the file left out: start from its built-in values
+                    default = default.get(p) if isinstance(default, dict) else None
+                node[part] = default if isinstance(default, (dict, list)) else {}
+            node = node[part]
 
 
 def _preset_or_file_text(name: str):

@@ -7,7 +7,9 @@ process on the 2-core benchmark machine — as long as a whole 2 mm registration
 """
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from typing import Callable, Dict, List
 
@@ -70,7 +72,8 @@ def run_adam(groups: List[Dict], loss_fn: Callable[[], Tensor], iterations: int,
     base = [g["lr"] for g in opt.param_groups]
     history: List[float] = []
     bar = None
-    if progress and iterations > 0:
+    lines = progress and iterations > 0 and not _is_terminal(sys.stderr)  # a log file: a line per level, no \r frames
+    if progress and iterations > 0 and not lines:
         from tqdm import tqdm
 
         bar = tqdm(total=iterations, desc=desc, leave=False, dynamic_ncols=True)
@@ -94,5 +97,15 @@ def run_adam(groups: List[Dict], loss_fn: Callable[[], Tensor], iterations: int,
             break
     if bar is not None:
         bar.close()
-    return {"loss": history, "iterations": len(history), "stopped_early": stopped,
-            "seconds": round(time.perf_counter() - start, 3)}
+    seconds = round(time.perf_counter() - start, 3)
+    if lines and history:
+        logging.getLogger("regkit").info("%s: %d it%s, loss %.4f -> %.4f, %.1f s", desc, len(history),
+                                         " (plateau)" if stopped else "", history[0], history[-1], seconds)
+    return {"loss": history, "iterations": len(history), "stopped_early": stopped, "seconds": seconds}
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

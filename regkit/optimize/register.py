@@ -66,39 +66,19 @@ def resolve_device(device: Optional[str]) -> torch.device:
 
 
 def cpu_threads() -> int:
-    """Threads for the CPU: every core this process may use that other processes are not using now.
-
-    torch synchronises its threads after every operation; when other processes keep the cores
-    busy, a descheduled thread stalls each of the ~100 small operations of an optimiser step
-    (measured on the 2-core benchmark machine under load: 2 threads ran a step 3x SLOWER than
-    1). The CPU time used by everything else is sampled over 50 ms (``/proc/stat``) and those
-    cores are left alone. The 1-minute load average is NOT used: it still counts the user's own
-    previous run for a minute, which made back-to-back registrations on an idle machine run on
-    one thread (measured: 2 mm level 3.8 s on 1 thread).
-    """
+    """Threads for the CPU when the config does not set ``threads``: every core this process may
+    use (its affinity), at most :data:`MAX_DEFAULT_THREADS` — a number fixed by the machine, never
+    by its current load, so the same command and seed give the same result (float reductions
+    split over another number of threads round differently: up to 0.15 mm between runs were
+    measured when the count followed the load). On a machine busy with other work, fewer threads
+    are faster (``--threads 1``): torch synchronises its threads after every small operation."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = _busy_cores()
-    return max(1, min(cores, int(round(cores - busy))))
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
 
 
-def _busy_cores(interval_s: float = 0.05) -> float:
-    """How many cores other processes keep busy right now (0 where /proc/stat is not available)."""
-    def read():
-        with open("/proc/stat") as f:
-            values = [float(v) for v in f.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0.0)
-        return sum(values), idle
-
-    try:
-        total0, idle0 = read()
-        time.sleep(interval_s)
-        total1, idle1 = read()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    span = total1 - total0
-    if span <= 0:
-        return 0.0
-    return (1.0 - (idle1 - idle0) / span) * (os.cpu_count() or 1)
+MAX_DEFAULT_THREADS = 8
+"""The default's cap, so a large server is not taken whole by one registration (``--threads``
+for more)."""
 
 
 def _check_inputs(moving: Image, fixed: Image) -> None:
