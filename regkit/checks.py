@@ -33,3 +33,20 @@ def check_mask_not_empty(mask: Image, path: Optional[PathLike] = None, what: str
     loss would stay flat and the start would be returned as a result."""
     if not bool((mask.data != 0).any()):
         raise InputError(f"{what} is empty (no non-zero voxel); nothing would be compared", path)
+
+
+#: most distinct values a label map may hold: each one is a Dice/HD95 computation (evaluate) or
+#: a one-hot channel (train), so a random-valued "label map" of 1 MB would mean hours of work
+MAX_LABEL_VALUES = 5000
+
+
+def check_label_count(labels: Image, path: Optional[PathLike] = None, what: str = "label map",
+                      max_labels: int = MAX_LABEL_VALUES) -> int:
+    """The number of distinct non-zero values of ``labels``; an InputError when there are more than
+    ``max_labels`` (an intensity image passed as labels, or a damaged file)."""
+    count = int(torch.unique(labels.data).numel()) - int(bool((labels.data == 0).any()))
+    if count > max_labels:
+        raise InputError(f"{what} holds {count} distinct label values; at most {max_labels} are accepted "
+                         "(is it an intensity image?)", path)
+    return count
+

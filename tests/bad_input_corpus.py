@@ -518,6 +518,12 @@ def _matlab_bomb(d: Path, out: Path) -> Run:
     return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bomb)
 
 
+def _random_labels(d: Path, out: Path) -> Run:
+    values = np.random.default_rng(0).integers(1, 10**6, (32, 32, 32)).astype(np.int32)
+    labels = _nifti(d / "random_labels.nii.gz", values, np.eye(4))
+    return Run(["evaluate", "--fixed-labels", str(labels), "--warped-labels", str(labels), "--json", str(out / "scores.json")], labels)
+
+
 def _complex_field(d: Path, out: Path) -> Run:
     field = np.zeros(SHAPE + (1, 3), np.complex64)
     field[..., 0] = 1 + 1j
@@ -625,6 +631,8 @@ FILE_CASES: List[CommandCase] = [
                 _field_bomb, r"needs about .* of memory", code=3, fix="a coarser field, or more memory"),
     CommandCase("matlab_bomb", "a 4 KiB ANTs .mat whose header declares 200 million values (1.9 GB in ITK)", "apply",
                 _matlab_bomb, r"declares 200000000x1 values, more than", fix="copy the file again; check it opens in ITK/ANTs"),
+    CommandCase("random_labels", "a 'label map' of 32,000 random values (a Dice and an HD95 each: hours)", "evaluate",
+                _random_labels, r"distinct label values; at most 5000", fix="pass the label map, not an intensity image"),
     CommandCase("complex_field", "a complex-valued displacement field", "apply", _complex_field,
                 r"complex64 values", fix="displacements are real vectors: save the real part"),
     CommandCase("garbage_h5", "an .h5 transform of garbage after the HDF5 signature", "apply", _garbage_h5,

@@ -160,8 +160,18 @@ class PairDataset:
         return len(self.pairs)
 
     def _find_label_values(self) -> List[int]:
+        from regkit.checks import MAX_LABEL_VALUES, check_label_count
+
         files = {f for p in self.pairs for f in (p.moving_labels, p.fixed_labels)}
-        values = sorted({int(v) for f in files for v in torch.unique(self._load(f, True).data).tolist()} | {0})
+        found = set()
+        for f in files:  # each value is a one-hot channel: bounded per file and in all
+            image = self._load(f, True)
+            check_label_count(image, f)
+            found.update(int(v) for v in torch.unique(image.data).tolist())
+            if len(found) > MAX_LABEL_VALUES:
+                raise InputError(f"the label maps hold more than {MAX_LABEL_VALUES} distinct values together "
+                                 "(each is a Dice channel); list the ones to learn in data.label_values", f)
+        values = sorted(found | {0})
         if values != list(range(len(values))):
             shown = ", ".join(map(str, values[:8])) + (f", ..., {values[-1]}" if len(values) > 8 else "")
             log.info("labels: %d values (%s) used as Dice channels 0..%d", len(values), shown, len(values) - 1)
