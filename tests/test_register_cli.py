@@ -256,7 +256,7 @@ def test_qc_and_evaluate_take_an_ants_order_chain(registered, sample_paths, tmp_
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["register", "a.nii.gz", "b.nii.gz", "--outt", "x"], "regkit register: No such option: --outt (Possible options: --out) (see 'regkit register --help')"),
+    (["register", "a.nii.gz", "b.nii.gz", "--outt", "x"], "regkit register: No such option: --outt (Possible options: --out, --quiet) (see 'regkit register --help')"),
     (["register", "a.nii.gz"], "regkit register: Missing option '--out' / '-o'. (see 'regkit register --help')"),
     (["regster"], "regkit: No such command 'regster'."),  # Typer may add "Did you mean 'register'?"
 ])
