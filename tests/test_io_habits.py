@@ -46,8 +46,13 @@ def test_dicom_series_folder_reads_as_the_same_image(tmp_path):
     c, s = np.cos(0.2), np.sin(0.2)
     image.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
     sitk.WriteImage(image, str(tmp_path / "volume.nii.gz"))
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
     _write_dicom_series(image, tmp_path / "series")
+    locale.setlocale(locale.LC_ALL, before)  # GDCM's writer sets the C locale (ASCII text for the rest of the process)
     from_dicom, from_nifti = load_image(tmp_path / "series"), load_image(tmp_path / "volume.nii.gz")
+    assert locale.setlocale(locale.LC_ALL) == before  # regkit's DICOM read puts GDCM's locale change back
     assert from_dicom.shape == (10, 12, 9)
     assert torch.equal(from_dicom.data, from_nifti.data)
     assert torch.allclose(from_dicom.affine, from_nifti.affine, atol=1e-4)

@@ -222,13 +222,14 @@ def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair
 @pytest.mark.parametrize("steps", [1, 2, 3, 7, 20, 40, 41])
 def test_refine_n_runs_exactly_n_iterations(steps):
     """--refine 1/2/3 ran 2/3/3 iterations (each level got at least one, shares were rounded
-    apart); now the default preset's levels (30 @4 mm + 10 @2 mm) share exactly N."""
+    apart); now the default preset's levels (30 @4 mm + 15 @2 mm + 6 @1 mm) share exactly N by
+    largest remainders (levels left with none are dropped)."""
     from regkit.nn.register import refine_config
 
     levels = refine_config("default", steps).deformable.levels
     counts = [level.iterations for level in levels]
     assert sum(counts) == steps and all(n > 0 for n in counts)
-    expected = {1: [1], 2: [2], 3: [2, 1], 20: [15, 5], 40: [30, 10]}
+    expected = {1: [1], 2: [1, 1], 3: [2, 1], 7: [4, 2, 1], 20: [12, 6, 2], 40: [23, 12, 5]}
     if steps in expected:
         assert counts == expected[steps], counts
     assert refine_config("default", 0).deformable.enabled is False

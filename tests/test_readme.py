@@ -19,7 +19,7 @@ NOT_HERE = {"bash scripts/test.sh": "it is this test suite itself (CI runs it as
 
 
 def _blocks():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     return [(lang, body.strip()) for lang, body in re.findall(r"```(bash|python|sh)\n(.*?)```", text, flags=re.S)]
 
 

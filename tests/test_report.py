@@ -49,9 +49,9 @@ def test_identity_report_files_and_numbers(tmp_path):
 
     pixels = matplotlib.image.imread(str(png))
     assert pixels.shape[0] > 400 and pixels.shape[1] > 1000  # 3 rows × 6 columns of panels
-    embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page.read_text())
+    embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page.read_text(encoding="utf-8"))
     assert embedded and base64.b64decode(embedded.group(1)) == data  # self-contained
-    saved = json.loads(numbers.read_text())
+    saved = json.loads(numbers.read_text(encoding="utf-8"))
     assert saved["ncc_after"] == pytest.approx(1.0) and saved["ncc_before"] == pytest.approx(1.0)
     assert saved["jacobian"]["folding_percent"] == 0.0
     assert saved["jacobian"]["min"] == pytest.approx(1.0, abs=1e-6) and saved["jacobian"]["max"] == pytest.approx(1.0, abs=1e-6)
@@ -103,7 +103,7 @@ def test_qc_command_on_the_sample_pair(sample_paths, tmp_path):
     assert "mean Dice" in r.output
     for name in ("qc.png", "qc.html", "qc.json"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    numbers = json.loads((tmp_path / "report" / "qc.json").read_text())
+    numbers = json.loads((tmp_path / "report" / "qc.json").read_text(encoding="utf-8"))
     assert numbers["jacobian"]["min"] == pytest.approx(np.linalg.det(rotation.matrix.numpy()), abs=1e-4)
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 2 and "exists" in r.output
@@ -115,7 +115,7 @@ def test_empty_fixed_label_map_reports_the_whole_grid_and_the_json_is_strict(tmp
     empty = img.with_data(torch.zeros_like(img.data, dtype=torch.int32), is_label=True)
     numbers = write_qc(img, img, _identity(), tmp_path, labels=empty)
     assert numbers["jacobian_region"] == "whole fixed grid" and numbers["jacobian"]["voxels"] == int(np.prod(SHAPE))
-    json.loads((tmp_path / "qc.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in qc.json"))
+    json.loads((tmp_path / "qc.json").read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"bare {c} in qc.json"))
 
 
 def test_default_value_is_drawn_where_the_moving_image_does_not_reach():

@@ -451,19 +451,29 @@ def _sitk_array(img, p: Path, is_label: bool):
 @contextlib.contextmanager
 def _quiet_c_stderr():
     """Silence what ITK's C++ readers print straight to file descriptor 2 (MetaIO, NRRD), so a
-    damaged file gives regkit's one-line error only; the reason is in ITK's exception."""
+    damaged file gives regkit's one-line error only; the reason is in ITK's exception. Also puts
+    back the process's C locale, which GDCM (SimpleITK's DICOM reader) sets to "C": Python's
+    default text encoding then became ASCII for the rest of the process (a later read of a
+    UTF-8 file failed)."""
+    import locale
+
+    saved_locale = locale.setlocale(locale.LC_ALL)
     try:
         saved = os.dup(2)
     except OSError:  # no usable stderr descriptor (embedded interpreters)
-        yield
-        return
+        saved = None
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
+        if saved is None:
             yield
+        else:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+                yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        locale.setlocale(locale.LC_ALL, saved_locale)
 
 
 def _itk_reason(e: Exception) -> str:

@@ -205,4 +205,4 @@ def _preset_or_file_text(name: str):
     candidate = resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml")
     if not candidate.is_file() or name.startswith("train_"):
         raise InputError(f"unknown preset '{name}' (presets: {', '.join(preset_names())}; or give a .yaml path)")
-    return candidate.read_text(), f"preset {name}"
+    return candidate.read_text(encoding="utf-8"), f"preset {name}"
