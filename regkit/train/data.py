@@ -213,6 +213,17 @@ class PairDataset:
                 if path is not None:
                     self._load(path, is_label)
 
+    def _grid_points(self, centre: Tensor, generator) -> Tensor:
+        """World points (mm) of the network grid placed on ``centre``, moved by a random spatial
+        augmentation when augmentation is on: where an image of the pair is sampled."""
+        from regkit.train.augment import random_spatial
+
+        shape = self.config.grid_shape
+        spatial = None
+        if self.augment is not None and self.augment.enabled:
+            spatial = random_spatial(self.augment, self.grid_affine, shape, generator).to(self.device)
+        return grid_world_points(self.grid_affine, shape, centre, spatial, device=self.device)
+
     def _centre(self, path: Path, image: Image) -> Tensor:
         """World mm of ``image``'s intensity centre of mass (the normalised image's, as at inference)."""
         from regkit.optimize.affine import center_of_mass
@@ -225,7 +236,7 @@ class PairDataset:
         """Pair ``index`` on the grid: ``moving``/``fixed`` ``(C, X, Y, Z)`` float in [0, 1],
         and ``moving_labels``/``fixed_labels`` ``(1, X, Y, Z)`` int64 channel indices (see
         :meth:`label_indices`) when the pair has labels."""
-        from regkit.train.augment import random_intensity, random_spatial
+        from regkit.train.augment import random_intensity
 
         pair = self.pairs[index]
         shape = self.config.grid_shape
@@ -234,10 +245,7 @@ class PairDataset:
             path = getattr(pair, role)
             image = self._load(path, False)
             centre = self._centre(path, image)
-            spatial = None
-            if self.augment is not None and self.augment.enabled:
-                spatial = random_spatial(self.augment, self.grid_affine, shape, generator).to(self.device)
-            points = grid_world_points(self.grid_affine, shape, centre, spatial, device=self.device)
+            points = self._grid_points(centre, generator)
             out[role] = onto_grid(image, self.grid_affine, shape, centre, points=points)
             if self.augment is not None and self.augment.enabled:
                 out[role] = random_intensity(out[role], self.augment, generator)

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from regkit.errors import InputError
 from regkit.image import Image
-from regkit.nn.grid import grid_world_points, onto_grid
-from regkit.train.augment import _uniform, random_intensity, random_spatial
+from regkit.nn.grid import onto_grid
+from regkit.train.augment import _uniform, random_intensity
 from regkit.train.data import IMAGE_SUFFIXES, PairDataset, PairPaths
 
 
@@ -151,10 +151,7 @@ class LabelMapDataset(PairDataset):
             path = getattr(pair, role)
             labels = self._load(path, True)
             centre = self._brain_centre(path, labels)
-            spatial = None
-            if self.augment is not None and self.augment.enabled:
-                spatial = random_spatial(self.augment, self.grid_affine, shape, generator).to(self.device)
-            points = grid_world_points(self.grid_affine, shape, centre, spatial, device=self.device)
+            points = self._grid_points(centre, generator)
             raw = onto_grid(labels, self.grid_affine, shape, centre, mode="nearest", points=points)
             index_of_value = torch.searchsorted(self._values, raw.round()).clamp_max(num_classes - 1)
             classes = self._class_of[index_of_value]
