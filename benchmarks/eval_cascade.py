@@ -43,7 +43,7 @@ def main() -> None:
     from regkit.io.transform_files import write_transform
     from regkit.metrics import dice, summarize
     from regkit.nn.checkpoint import load_model
-    from regkit.nn.register import register_with_model
+    from regkit.workflows.predict_and_refine import register_with_model
     from regkit.optimize.register import register
 
     torch.set_num_threads(a.threads)

@@ -47,7 +47,7 @@ def main() -> None:
     from regkit.metrics import dice, summarize
     from regkit.nn.checkpoint import load_model
     from regkit.nn.predict import predict
-    from regkit.nn.register import refine_config
+    from regkit.workflows.predict_and_refine import refine_config
     from regkit.optimize import register
     from regkit.optimize.config import load_config
     from regkit.resample import resample

@@ -145,7 +145,7 @@ def add_to(app: typer.Typer) -> None:
                 raise InputError(f"--pairs takes the images (and moving_labels) from the manifest; {', '.join(given)} "
                                  "cannot be combined with it", pairs)
             from regkit.cli.common import resolve_device, setup_logging
-            from regkit.nn.register import register_cohort
+            from regkit.workflows.cohort import register_cohort
 
             setup_logging(verbose=verbose, quiet=quiet)  # a line per pair (with an ETA): which were registered, which failed and why
 
@@ -158,7 +158,7 @@ def add_to(app: typer.Typer) -> None:
         start, settings = None, config
         if model is not None:
             from regkit.cli.common import resolve_device
-            from regkit.nn.register import model_start
+            from regkit.workflows.predict_and_refine import model_start
 
             start, settings = model_start(model, refine, config, metric, resolve_device(device))
         start_transform = None
@@ -194,7 +194,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     from regkit.io.atomic import atomic_group, note_input
     from regkit.io.images import load_image, load_label, stored_integer_dtype
     from regkit.optimize import load_config, register
-    from regkit.optimize.outputs import check_outputs, summary_line, write_result
+    from regkit.io.results import check_outputs, summary_line, write_result
 
     setup_logging(verbose=verbose, quiet=quiet)
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
@@ -246,7 +246,7 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         if qc:
             written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force, default_value)
     if verbose:
-        from regkit.optimize.outputs import log_text
+        from regkit.io.results import log_text
 
         typer.echo(log_text(result.log).rstrip("\n"), err=True)
     if not quiet:

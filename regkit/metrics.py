@@ -11,7 +11,7 @@ Conventions (as everywhere in regkit, see :mod:`regkit.space`):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from regkit import metrics, space
+from regkit import metrics
 from regkit.image import Image
 from regkit.io.atomic import atomic_path, check_writable, json_text
-from regkit.optimize.outputs import QC_NAMES
+from regkit.io.results import QC_NAMES
 from regkit.resample import warp
 from regkit.transforms import Transform
 

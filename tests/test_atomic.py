@@ -248,7 +248,7 @@ def test_training_killed_with_sigkill_resumes_to_the_same_step_count(tmp_path, s
 
 
 def test_register_outputs_written_in_parallel_keep_order_and_raise_the_first_error(tmp_path):
-    from regkit.optimize.outputs import _run_writes
+    from regkit.io.results import _run_writes
 
     def fail(path, force=False):
         raise OSError(f"{path}: no space left on device")
@@ -269,7 +269,7 @@ def test_a_failed_write_phase_leaves_no_output_and_keeps_the_old_ones(tmp_path, 
     those, so the folder held half a result and the rerun needed --force. Now: none of them, a
     folder made for them is removed, and outputs being replaced (--force) stay whole."""
     from regkit.io.atomic import atomic_group
-    from regkit.optimize.outputs import _run_writes
+    from regkit.io.results import _run_writes
 
     def fail(path, force=False):
         time.sleep(0.2)  # the other writes finish first

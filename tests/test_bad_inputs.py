@@ -256,7 +256,7 @@ def test_checkpoint_of_another_format_version_is_refused(tmp_path):
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path, monkeypatch):
     from regkit.errors import InputError
-    from regkit.train.data import read_manifest
+    from regkit.io.manifests import read_manifest
 
     data = tmp_path / "data"
     data.mkdir()

@@ -80,7 +80,7 @@ def test_force_removes_only_what_regkit_wrote(tmp_path):
     and no labels into the same folder: regkit's earlier deformable part / warped_labels.nii.gz / QC
     files go (they would describe another transform), but the user's own files — also ones
     named like regkit outputs, and an output the user replaced since — stay byte for byte."""
-    from regkit.optimize.outputs import WARP
+    from regkit.io.results import WARP
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()

@@ -68,9 +68,9 @@ def test_affine_output_is_about_the_fixed_centre_in_world_mm(pair):
     """A localisation net that outputs a known matrix M and translation t must give
     y = M (x - c) + c_m + t in world mm, c and c_m the fixed and moving images' centres of mass
     (where the network boxes are placed)."""
-    from regkit.nn.grid import normalize_intensity
+    from regkit.intensity import normalize_intensity
     from regkit.nn.predict import predict
-    from regkit.optimize.affine import center_of_mass
+    from regkit.intensity import center_of_mass
 
     moving, fixed = pair
     model = _model()
@@ -197,7 +197,7 @@ def test_prediction_exports_like_any_transform(tmp_path, pair):
 
 def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair):
     from regkit.nn.predict import predict
-    from regkit.nn.register import register_with_model
+    from regkit.workflows.predict_and_refine import register_with_model
 
     moving, fixed = pair
     model = _model(perturb=True)
@@ -213,7 +213,7 @@ def test_model_registration_and_refinement_give_optimiser_results(tmp_path, pair
     assert refined.transform.transforms[-1] is refined.affine
     assert not torch.allclose(refined.transform.displacement_on(fixed.affine, fixed.shape), expected, atol=1e-2)
     # the logs list the settings that ran: the prediction replaced the affine stage
-    from regkit.optimize.outputs import log_text
+    from regkit.io.results import log_text
 
     assert refined.log["config"]["affine"]["enabled"] is False and not any(lv["stage"] == "affine" for lv in refined.log["levels"])
     assert "start: Compose" in log_text(refined.log)
@@ -224,7 +224,7 @@ def test_refine_n_runs_exactly_n_iterations(steps):
     """--refine 1/2/3 ran 2/3/3 iterations (each level got at least one, shares were rounded
     apart); now the default preset's levels (30 @4 mm + 15 @2 mm + 6 @1 mm) share exactly N by
     largest remainders (levels left with none are dropped)."""
-    from regkit.nn.register import refine_config
+    from regkit.workflows.predict_and_refine import refine_config
 
     levels = refine_config("default", steps).deformable.levels
     counts = [level.iterations for level in levels]
@@ -236,7 +236,7 @@ def test_refine_n_runs_exactly_n_iterations(steps):
 
 
 def test_refinement_log_counts_the_iterations_asked_for(pair):
-    from regkit.nn.register import register_with_model
+    from regkit.workflows.predict_and_refine import register_with_model
 
     moving, fixed = pair
     two_levels = {"deformable": {"levels": [{"spacing_mm": 8.0, "control_spacing_mm": 16.0, "iterations": 3},
@@ -248,7 +248,7 @@ def test_refinement_log_counts_the_iterations_asked_for(pair):
 
 def test_cohort_writes_each_pair_and_ranks_split_the_pairs(tmp_path, sample_paths):
     from regkit.nn.checkpoint import model_tensors, write_checkpoint
-    from regkit.nn.register import rank_share, register_cohort
+    from regkit.workflows.cohort import rank_share, register_cohort
 
     from cascade_helpers import write_manifest
 

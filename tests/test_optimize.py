@@ -409,7 +409,7 @@ def test_force_removes_an_earlier_runs_outputs_that_this_run_does_not_write(pair
     import torch
 
     from regkit.io.atomic import RECORD
-    from regkit.optimize.outputs import WARP, write_result
+    from regkit.io.results import WARP, write_result
     from regkit.transforms import DisplacementField
 
     earlier = register(pair["moving"], pair["fixed"], config=AFFINE_ONLY)
@@ -437,7 +437,7 @@ def test_rotation_search_finds_a_start_the_centre_of_mass_start_misses(pair):
     wrong optimum (measured: 19 mm mean error); the rotation search starts it near the right one."""
     import math
 
-    from regkit.optimize.affine import center_of_mass
+    from regkit.intensity import center_of_mass
 
     fixed = pair["fixed"]
     centre = center_of_mass(fixed.data[None].float(), fixed.affine).float()

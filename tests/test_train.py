@@ -105,7 +105,7 @@ def test_resume_with_another_model_config_is_an_input_error(tmp_path, sample_pat
 def test_config_and_manifest_errors_name_the_problem(tmp_path, sample_paths):
     from regkit.errors import InputError
     from regkit.train.config import load_train_config
-    from regkit.train.data import read_manifest
+    from regkit.io.manifests import read_manifest
 
     raw = tiny_config(tmp_path, sample_paths)
     raw["optim"]["learning_rate"] = 0.1
@@ -122,7 +122,7 @@ def test_config_and_manifest_errors_name_the_problem(tmp_path, sample_paths):
 
 
 def test_relative_manifest_paths_and_subject_folders(tmp_path, sample_paths):
-    from regkit.train.data import all_ordered_pairs, read_manifest, subjects_in_folder
+    from regkit.io.manifests import all_ordered_pairs, read_manifest, subjects_in_folder
 
     folder = tmp_path / "subjects"
     folder.mkdir()
@@ -306,7 +306,7 @@ def test_dice_with_labels_on_only_some_pairs_is_refused(tmp_path, sample_paths):
     assert not (tmp_path / "run").exists()
     extra = tmp_path / "extra.csv"  # labels under a two-column header were dropped
     extra.write_text(f"moving,fixed\n{p['moving']},{p['fixed']},{p['moving_labels']},{p['fixed_labels']}\n")
-    from regkit.train.data import read_manifest
+    from regkit.io.manifests import read_manifest
 
     with pytest.raises(InputError, match="more fields than the header"):
         read_manifest(extra)
@@ -354,7 +354,8 @@ def test_training_boxes_are_the_ones_prediction_uses(tmp_path, sample_paths):
     from regkit.nn.cascade import CascadeNet
     from regkit.nn.config import ModelConfig
     from regkit.nn.predict import prepare_pair
-    from regkit.train.data import PairDataset, PairPaths
+    from regkit.io.manifests import PairPaths
+    from regkit.train.data import PairDataset
 
     model_config = ModelConfig.model_validate(_config(tmp_path, sample_paths).model.model_dump())
     pair = PairPaths(sample_paths["moving"], sample_paths["fixed"], sample_paths["moving_labels"], sample_paths["fixed_labels"])
@@ -376,7 +377,7 @@ def test_manifests_as_spreadsheets_write_them(tmp_path, sample_paths):
     """Excel's "CSV UTF-8" (a byte-order mark), spaces after the commas and ';'-separated files;
     a JSON path that is not a string: read, or refused naming what was found (not a TypeError)."""
     from regkit.errors import InputError
-    from regkit.train.data import read_manifest
+    from regkit.io.manifests import read_manifest
 
     m, f = sample_paths["moving"], sample_paths["fixed"]
     (tmp_path / "bom.csv").write_bytes(f"\ufeffmoving, fixed\n{m}, {f}\n".encode("utf-8"))
@@ -453,7 +454,8 @@ def test_freesurfer_style_label_values_become_few_dice_channels(tmp_path, sample
     """Labels valued 2..2035 made 2036 one-hot channels (≈ 5 GB at the recipe's grid); now the
     values found are the channels, the same pair gives the same indices up to their order, and
     training gives the same losses as with labels 1..6."""
-    from regkit.train.data import PairDataset, read_manifest
+    from regkit.io.manifests import read_manifest
+    from regkit.train.data import PairDataset
     from regkit.train.loop import train
 
     from cascade_helpers import write_manifest
@@ -483,7 +485,8 @@ def test_label_values_above_num_labels_are_refused_and_label_values_pick_channel
     from typer.testing import CliRunner
 
     from regkit.cli.main import app
-    from regkit.train.data import PairDataset, read_manifest
+    from regkit.io.manifests import read_manifest
+    from regkit.train.data import PairDataset
 
     from cascade_helpers import write_manifest
 

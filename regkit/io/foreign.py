@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -265,20 +265,3 @@ def read_elastix(path: PathLike, grid=None) -> Transform:
     for source, tx in reversed(parts):  # the innermost initial transform acts first
         out.append(itk.sitk_transform_to_regkit(tx, source, grid))
     return out[0] if len(out) == 1 else Compose(*out)
-
-
-def bspline_grid(tx) -> Tuple[np.ndarray, Tuple[int, int, int]]:
-    """``(affine RAS, shape)``: the domain of an ITK B-spline (its cubic control grid less one
-    spacing at the start and two at the end) sampled at a quarter of its control-point spacing."""
-    from regkit import space
-
-    fixed = np.asarray(tx.GetFixedParameters(), dtype=np.float64)
-    size, origin, spacing, direction = fixed[:3], fixed[3:6], fixed[6:9], fixed[9:18].reshape(3, 3)
-    step = spacing / 4
-    lps = np.eye(4)
-    lps[:3, :3] = direction * step[None, :]
-    # the domain starts one control spacing in; ITK gives 0 (identity) on its edge itself, so
-    # the samples sit at the centres of quarter-spacing cells, all strictly inside
-    lps[:3, 3] = origin + direction @ (spacing + step / 2)
-    shape = tuple(int(max(1, (s - 3) * 4)) for s in size)
-    return space.ras_to_lps_matrix().numpy() @ lps, shape  # voxel → LPS becomes voxel → RAS

@@ -177,8 +177,6 @@ def sitk_transform_to_regkit(tx, p: Path, grid=None) -> Transform:
     if isinstance(tx, sitk.DisplacementFieldTransform):
         return _field_from_vectors(*_sitk_vectors(tx.GetDisplacementField(), p), p)
     if isinstance(tx, sitk.BSplineTransform):
-        from regkit.io.foreign import bspline_grid
-
         grid = grid() if callable(grid) else grid
         affine, shape = bspline_grid(tx) if grid is None else (space.as_affine(grid[0]).numpy(), tuple(int(s) for s in grid[1]))
         reference = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
@@ -189,6 +187,21 @@ def sitk_transform_to_regkit(tx, p: Path, grid=None) -> Transform:
         return _field_from_vectors(*_sitk_vectors(to_field.Execute(tx), p), p)
     raise InputError(f"holds an ITK {tx.GetName()}, which regkit cannot read; it reads linear, displacement-field "
                      "and B-spline transforms", p)
+
+
+def bspline_grid(tx) -> Tuple[np.ndarray, Tuple[int, int, int]]:
+    """``(affine RAS, shape)``: the domain of an ITK B-spline (its cubic control grid less one
+    spacing at the start and two at the end) sampled at a quarter of its control-point spacing."""
+    fixed = np.asarray(tx.GetFixedParameters(), dtype=np.float64)
+    size, origin, spacing, direction = fixed[:3], fixed[3:6], fixed[6:9], fixed[9:18].reshape(3, 3)
+    step = spacing / 4
+    lps = np.eye(4)
+    lps[:3, :3] = direction * step[None, :]
+    # the domain starts one control spacing in; ITK gives 0 (identity) on its edge itself, so
+    # the samples sit at the centres of quarter-spacing cells, all strictly inside
+    lps[:3, 3] = origin + direction @ (spacing + step / 2)
+    shape = tuple(int(max(1, (s - 3) * 4)) for s in size)
+    return space.ras_to_lps_matrix().numpy() @ lps, shape  # voxel → LPS becomes voxel → RAS
 
 
 def affine_to_sitk(transform: AffineTransform):

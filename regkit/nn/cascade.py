@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from regkit import space
 from regkit.nn.config import ModelConfig
 from regkit.nn.grid import canonical_grid_affine, pooled_grid_affine, shifted
 from regkit.nn.networks import AffineNet, FieldNet, KeypointAffineNet

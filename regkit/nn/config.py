@@ -8,37 +8,13 @@ from __future__ import annotations
 import math
 from typing import List, Literal, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from regkit.config import StrictModel
+from regkit.intensity import IntensityConfig
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class IntensityConfig(Strict):
-    """How an image's intensities are mapped to about [0, 1] before the network sees it.
-
-    ``percentile`` (MRI): ``percentiles`` (low, high) of the image's non-zero voxels map to 0 and
-    1. ``window`` (CT): ``window`` (low, high) in the image's own units (HU) map to 0 and 1.
-    Values are clipped to [0, 1] either way.
-    """
-
-    mode: Literal["percentile", "window"] = "percentile"
-    percentiles: Tuple[float, float] = (0.5, 99.5)
-    window: Tuple[float, float] = (-1000.0, 1000.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "IntensityConfig":
-        """A reversed pair made every image a near-binary mask (scale 1e-6), silently."""
-        low, high = self.percentiles
-        if not 0 <= low < high <= 100:
-            raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {list(self.percentiles)}")
-        if not self.window[0] < self.window[1]:
-            raise ValueError(f"window must be (low, high) with low < high, got {list(self.window)}")
-        return self
-
-
-class AffineNetConfig(Strict):
+class AffineNetConfig(StrictModel):
     """Localisation network.
 
     ``head``: ``pool`` — strided conv encoder on the pair → global pooling → 12 affine parameters
@@ -61,7 +37,7 @@ class AffineNetConfig(Strict):
     gain_scale: float = Field(1.0, gt=0, description="keypoints head: the heat maps' gain (zero at the start) is learnt this many times faster")
 
 
-class StageConfig(Strict):
+class StageConfig(StrictModel):
     """One dense-field stage: a small U-Net (MONAI's ``UNet`` layout) on the pair at 1/``scale`` of the
     training grid, whose output is a displacement or stationary velocity field on that level's
     grid, in units of that level's voxel size (converted to mm)."""
@@ -80,7 +56,7 @@ class StageConfig(Strict):
         return v
 
 
-class ModelConfig(Strict):
+class ModelConfig(StrictModel):
     """The whole cascade: the common training grid, the affine net and the field stages.
 
     The training grid is axis-aligned (RAS), ``grid_shape`` voxels of ``grid_spacing_mm``; both

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from regkit import space
 from regkit.image import Image
-from regkit.nn.config import IntensityConfig
 from regkit.resample import warp
 from regkit.transforms import Transform
 
@@ -45,22 +43,6 @@ def shifted(affine: Tensor, offset_mm: Tensor) -> Tensor:
     a = space.as_affine(affine).clone()
     a[:3, 3] += torch.as_tensor(offset_mm, dtype=torch.float64)
     return a
-
-
-def normalize_intensity(image: Image, config: IntensityConfig) -> Image:
-    """Map intensities to [0, 1] (clipped) by percentiles of the non-zero voxels or a fixed window."""
-    data = image.data.float()
-    if config.mode == "window":
-        low, high = config.window
-    else:
-        values = data[data != 0]
-        if values.numel() == 0:
-            return image.with_data(torch.zeros_like(data), is_label=False)
-        # numpy's partition-based percentile: ~8x faster than torch.quantile's full sort
-        # (measured 0.06 vs 0.47 s on a 0.5 M-voxel brain, shared 2-core machine)
-        low, high = (float(v) for v in np.percentile(values.cpu().numpy(), list(config.percentiles)))
-    scaled = (data - low) / max(high - low, 1e-6)
-    return image.with_data(scaled.clamp(0.0, 1.0), is_label=False)
 
 
 def grid_world_points(grid_affine: Tensor, shape: Sequence[int], offset_mm: Tensor, points_transform=None, device=None) -> Tensor:

@@ -7,7 +7,8 @@ from typing import Tuple, Union
 import torch
 
 from regkit.image import Image
-from regkit.nn.grid import grid_world_points, normalize_intensity, onto_grid
+from regkit.intensity import center_of_mass, normalize_intensity
+from regkit.nn.grid import grid_world_points, onto_grid
 from regkit.transforms import Compose
 
 PathLike = Union[str, Path]
@@ -27,8 +28,6 @@ def prepare_pair(model, moving: Image, fixed: Image, device="cpu") -> Tuple[torc
     Returns ``(moving (1,C,X,Y,Z), fixed (1,C,X,Y,Z), fixed centre (3,), moving centre (3,))``,
     centres in world mm: network point ``p`` is fixed world ``p + fixed centre`` and moving world
     ``p + moving centre``."""
-    from regkit.optimize.affine import center_of_mass
-
     cfg = model.config
     normalised = []
     for image in (moving, fixed):

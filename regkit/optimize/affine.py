@@ -7,25 +7,12 @@ import torch
 from torch import Tensor
 
 from regkit import space
+from regkit.intensity import center_of_mass
 from regkit.optimize.config import AffineLevel, AffineStage, RegistrationConfig
 from regkit.optimize.levels import Level
 from regkit.optimize.loop import run_adam
 from regkit.optimize.objective import Similarity
 from regkit.transforms import AffineTransform
-
-
-def center_of_mass(volume: Tensor, affine) -> Tensor:
-    """Intensity-weighted centre (world mm) of ``(1, C, X, Y, Z)`` (negative values count 0)."""
-    w = volume[0].sum(0).clamp(min=0).to(torch.float64)
-    total = w.sum()
-    if total <= 0:
-        ijk = (torch.tensor(w.shape, dtype=torch.float64) - 1) / 2
-    else:
-        axes = [torch.arange(s, dtype=torch.float64) for s in w.shape]
-        ijk = torch.stack([
-            (w.sum((1, 2)) * axes[0]).sum(), (w.sum((0, 2)) * axes[1]).sum(), (w.sum((0, 1)) * axes[2]).sum(),
-        ]) / total
-    return space.voxel_to_world(ijk, affine)
 
 
 def initial_affine(level: Level, how: str) -> AffineTransform:

@@ -11,15 +11,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from regkit.config import StrictModel, yaml_settings
 from regkit.errors import InputError, describe_validation_error
 
 Metric = Literal["lncc", "mse", "mi", "mind"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a .inf weight would run and write NaN fields
 
 
 #: bounds that keep a config's numbers from overflowing grid sizes or asking for endless work
@@ -27,12 +24,12 @@ MAX_MM = 1e5
 MAX_ITERATIONS = 100_000
 
 
-class AffineLevel(_Strict):
+class AffineLevel(StrictModel):
     spacing_mm: float = Field(gt=0, le=MAX_MM, description="isotropic voxel size of this level's working grid")
     iterations: int = Field(ge=0, le=MAX_ITERATIONS)
 
 
-class AffineStage(_Strict):
+class AffineStage(StrictModel):
     enabled: bool = True
     init: Literal["center_of_mass", "geometric_center", "none"] = "center_of_mass"
     rigid: bool = Field(False, description="rotation + translation only (6 degrees of freedom), e.g. the same subject")
@@ -45,13 +42,13 @@ class AffineStage(_Strict):
         "first level, and start from the best (e.g. [15, 30]: 13 starts; empty: the centre-of-mass start alone)"))
 
 
-class DeformableLevel(_Strict):
+class DeformableLevel(StrictModel):
     spacing_mm: float = Field(gt=0, le=MAX_MM, description="voxel size of the level's working grid (>= the fixed image's)")
     control_spacing_mm: float = Field(gt=0, le=MAX_MM, description="spacing of the velocity/displacement control grid")
     iterations: int = Field(ge=0, le=MAX_ITERATIONS)
 
 
-class DeformableStage(_Strict):
+class DeformableStage(StrictModel):
     enabled: bool = True
     model: Literal["svf", "displacement"] = "svf"
     levels: List[DeformableLevel] = [
@@ -69,7 +66,7 @@ class DeformableStage(_Strict):
     folding_weight: float = Field(0.0, ge=0, description="weight of the det J <= 0 penalty (0: off)")
 
 
-class RegistrationConfig(_Strict):
+class RegistrationConfig(StrictModel):
     metric: Metric = "lncc"
     lncc_window: int = Field(5, ge=3, description="LNCC window (voxels) in the deformable stage")
     mi_bins: int = Field(32, ge=4)
@@ -93,17 +90,6 @@ def preset_names() -> List[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml") and not f.name.startswith("train_"))
 
 
-def _read_yaml(text: str, origin: str) -> Dict[str, Any]:
-    from regkit.io.validate import parse_yaml
-
-    data = parse_yaml(text, origin, "the config")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError("must be a YAML mapping of settings", origin)
-    return data
-
-
 def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfig] = None,
                 sets: Sequence[str] = (), **overrides: Any) -> RegistrationConfig:
     """A validated :class:`RegistrationConfig` from a preset name, a YAML path, a dict or a config.
@@ -123,7 +109,7 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
         data = dict(config)
     else:
         text, origin = _preset_or_file_text(str(config))
-        data = _read_yaml(text, origin)
+        data = yaml_settings(text, origin)
         if not origin.startswith("preset "):  # a user's file: the keys it changes, on a preset
             data = _on_base(data, origin)
     if sets:
@@ -151,7 +137,7 @@ def _on_base(data: Dict[str, Any], origin: str) -> Dict[str, Any]:
     if not isinstance(base, str) or base not in preset_names():
         raise InputError(f"setting 'base': expected a preset name ({', '.join(preset_names())}) or null, got {base!r}", origin)
     text, preset = _preset_or_file_text(base)
-    return _merged(_read_yaml(text, preset), data)
+    return _merged(yaml_settings(text, preset), data)
 
 
 def _merged(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:

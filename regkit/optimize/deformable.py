@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from regkit import space
 from regkit.optimize.config import DeformableStage, RegistrationConfig
 from regkit.optimize.levels import Level
 from regkit.optimize.loop import run_adam

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from regkit import space
 from regkit.image import Image
+from regkit.intensity import robust_normalize
 from regkit.pyramid import Grid, coarsened_image, cropped_grid, grid_of_image, image_on_grid, resized_grid
 from regkit.resample import warp
 
@@ -103,19 +104,6 @@ class Level:
             return warped, self.mask
         m = warp(self.moving_mask, self.moving_affine, points, mode="linear", padding_mode="zeros")
         return warped, m if self.mask is None else m * self.mask
-
-
-def robust_normalize(data: Tensor, low: float = 0.005, high: float = 0.995, samples: int = 200_000) -> Tensor:
-    """Intensities mapped to [0, 1] by clipping at the ``low``/``high`` quantiles of a random
-    (seeded) subsample — CT Hounsfield units and MRI arbitrary units get the same scale."""
-    flat = data.reshape(-1).float()
-    if flat.numel() > samples:
-        g = torch.Generator().manual_seed(0)
-        flat = flat[torch.randint(flat.numel(), (samples,), generator=g)]
-    lo, hi = torch.quantile(flat, torch.tensor([low, high], dtype=flat.dtype)).tolist()
-    if hi <= lo:
-        hi = lo + 1.0
-    return ((data.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
 LEVEL_MARGIN_VOXELS = 4.0

@@ -20,7 +20,8 @@ from regkit.checks import check_mask_not_empty
 from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine, search_rotations
 from regkit.optimize.config import DeformableStage, RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
-from regkit.optimize.levels import box_around, foreground_extent, level_margin_mm, make_level, robust_normalize
+from regkit.intensity import robust_normalize
+from regkit.optimize.levels import box_around, foreground_extent, level_margin_mm, make_level
 from regkit.optimize.objective import similarity
 from regkit.resample import resample
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField, to_displacement_field

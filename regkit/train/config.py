@@ -10,12 +10,13 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, ValidationError, model_validator
 
+from regkit.config import StrictModel, yaml_settings
 from regkit.errors import InputError, describe_validation_error
 from regkit.io import validate
-from regkit.nn.config import ModelConfig, Strict
+from regkit.nn.config import ModelConfig
 
 
-class DataConfig(Strict):
+class DataConfig(StrictModel):
     """Where pairs come from: a manifest (CSV/JSON of moving, fixed[, moving_labels,
     fixed_labels]) OR a folder of subjects (``*.nii.gz`` images, labels beside them as
     ``<name><label_suffix>.nii.gz``) from which random ordered pairs are drawn."""
@@ -50,7 +51,7 @@ class DataConfig(Strict):
         return self
 
 
-class LossConfig(Strict):
+class LossConfig(StrictModel):
     """loss = similarity + reg_weight · regularisation(fields) + dice_weight · soft Dice(labels)
     + affine_l2_weight · ‖affine − identity‖²
     + affine_stage_weight · (similarity + dice_weight · soft Dice) of the affine stage alone.
@@ -90,7 +91,7 @@ class LossConfig(Strict):
         return self
 
 
-class AugmentConfig(Strict):
+class AugmentConfig(StrictModel):
     """Random augmentation, drawn independently for the moving and the fixed image of a pair."""
 
     enabled: bool = True
@@ -110,7 +111,7 @@ class AugmentConfig(Strict):
         return self
 
 
-class SynthConfig(Strict):
+class SynthConfig(StrictModel):
     """Images synthesised from label maps (``data.labelmaps``; :mod:`regkit.train.synth`); gamma,
     bias and noise come from ``augment``."""
 
@@ -128,7 +129,7 @@ class SynthConfig(Strict):
         return self
 
 
-class OptimConfig(Strict):
+class OptimConfig(StrictModel):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -139,7 +140,7 @@ class OptimConfig(Strict):
     final_lr_factor: float = Field(0.05, gt=0, le=1)
 
 
-class TrainConfig(Strict):
+class TrainConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -169,7 +170,7 @@ def load_train_config(path: Union[str, Path]) -> TrainConfig:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such config file", p)
-    raw = validate.parse_yaml(validate.read_text(p, "training config"), p, "the training config") or {}
+    raw = yaml_settings(validate.read_text(p, "training config"), p, "the training config")
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as e:

@@ -74,7 +74,7 @@ class StopRequest:
 
 
 def build_pairs(data) -> list:
-    from regkit.train.data import all_ordered_pairs, read_manifest, subjects_in_folder
+    from regkit.io.manifests import all_ordered_pairs, read_manifest, subjects_in_folder
 
     if data.manifest is not None:
         return read_manifest(data.manifest)
@@ -85,7 +85,8 @@ def build_datasets(config: TrainConfig, device) -> tuple:
     """``(training set, validation set or None)``: image pairs (a manifest or a subjects folder) or
     pairs synthesised from label maps (``data.labelmaps``), whose validation, without a
     ``val_manifest``, is ``val_pairs`` (default 4) fixed synthetic pairs of those maps."""
-    from regkit.train.data import PairDataset, read_manifest
+    from regkit.io.manifests import read_manifest
+    from regkit.train.data import PairDataset
 
     data = config.data
     if data.labelmaps is not None:

@@ -30,9 +30,11 @@ from torch import Tensor
 
 from regkit.errors import InputError
 from regkit.image import Image
+from regkit.intensity import center_of_mass, percentile_normalise
+from regkit.io.manifests import IMAGE_SUFFIXES, PairPaths
 from regkit.nn.grid import onto_grid
 from regkit.train.augment import _uniform, random_intensity
-from regkit.train.data import IMAGE_SUFFIXES, PairDataset, PairPaths
+from regkit.train.data import PairDataset
 
 
 def labelmaps_in_folder(folder: Path) -> List[Path]:
@@ -52,18 +54,6 @@ def random_contrast(num_classes: int, max_std: float, generator=None) -> Tuple[T
     stds = _uniform(generator, 0, max_std, num_classes).float()
     means[0], stds[0] = 0.0, 0.0
     return means, stds
-
-
-def percentile_normalise(volume: Tensor, percentiles: Sequence[float], max_values: int = 50_000) -> Tensor:
-    """Map ``percentiles`` of the non-zero voxels to 0 and 1, clipped: the rule of
-    :func:`regkit.nn.grid.normalize_intensity` (percentiles of a strided subset of at most
-    ``max_values`` voxels, on the volume's device)."""
-    values = volume[volume != 0]
-    if values.numel() == 0:
-        return volume
-    values = values[:: max(1, values.numel() // max_values)]
-    q = torch.quantile(values, torch.tensor([p / 100 for p in percentiles], device=volume.device, dtype=values.dtype))
-    return ((volume - q[0]) / (q[1] - q[0]).clamp(min=1e-6)).clamp(0.0, 1.0)
 
 
 def synthesize(classes: Tensor, keep: Tensor, means: Tensor, stds: Tensor, blur_voxels: float, augment, generator=None) -> Tensor:
@@ -128,8 +118,6 @@ class LabelMapDataset(PairDataset):
 
     def _brain_centre(self, path: Path, labels: Image) -> Tensor:
         """World mm of the centre of mass of the map's brain labels (the box centre)."""
-        from regkit.optimize.affine import center_of_mass
-
         if path not in self._centres:
             low, high = self.synth.brain_labels
             brain = ((labels.data >= low) & (labels.data <= high)).float()

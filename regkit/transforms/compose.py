@@ -1,14 +1,13 @@
 """Composition of transforms into one mapping (one sampling grid, one image resampling)."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
 
-from regkit import space
 from regkit.transforms.base import Transform
-from regkit.transforms.field import DisplacementField, sample_field
+from regkit.transforms.field import DisplacementField
 
 
 class Compose(Transform):
@@ -60,37 +59,3 @@ class Compose(Transform):
 def to_displacement_field(transform: Transform, affine, shape, device=None, dtype=torch.float32) -> DisplacementField:
     """Collapse any transform (a chain included) into ONE dense displacement on a grid."""
     return DisplacementField(transform.displacement_on(affine, shape, device=device, dtype=dtype), affine)
-
-
-def invert_displacement(displacement: Tensor, affine, iterations: int = 30, tolerance_mm: float = 1e-3,
-                        grid=None, start: Optional[Tensor] = None) -> Tuple[Tensor, float]:
-    """Inverse of ``x → x + u(x)`` by fixed-point iteration ``w ← -u(x + w)`` at the voxel
-    centres ``x`` of ``grid`` (``(affine, shape)``; default the field's own grid).
-
-    ``start``: first guess for ``w`` on that grid, ``(N, 3, *shape)`` mm (default ``-u(x)``).
-    Returns ``(w (N, 3, *shape), residual_mm)``; the residual is the max over voxels of
-    ``|w(x) + u(x + w(x))|``.
-    """
-    u = displacement if displacement.dim() == 5 else displacement[None]
-    grid_affine, shape = (affine, u.shape[2:]) if grid is None else grid
-    x = space.world_grid(grid_affine, shape, device=u.device, dtype=u.dtype).expand(u.shape[0], *shape, 3)
-    if start is not None:
-        w = start.to(u).movedim(1, -1)
-    elif grid is None:
-        w = -u.movedim(1, -1)
-    else:
-        w = -sample_field(u, affine, x)
-    best, best_r = w, None  # per voxel, the iterate with the smallest residual (where the
-    with torch.no_grad():   # iteration does not contract, e.g. near folds, it never gets worse)
-        for _ in range(iterations):
-            r = w + sample_field(u, affine, x + w)
-            rn = r.norm(dim=-1, keepdim=True)
-            if best_r is None:
-                best, best_r = w, rn
-            else:
-                better = rn < best_r
-                best, best_r = torch.where(better, w, best), torch.where(better, rn, best_r)
-            if float(best_r.max()) < tolerance_mm:
-                break
-            w = w - r
-    return best.movedim(-1, 1), float(best_r.max()) if best_r is not None else float("inf")

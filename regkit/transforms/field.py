@@ -1,7 +1,7 @@
 """``DisplacementField``: a dense displacement (mm) on a grid."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -121,9 +121,41 @@ class DisplacementField(Transform):
         The residual ``max |w(x) + u(x + w(x))|`` (mm) is stored on the result as
         ``inverse_residual_mm``.
         """
-        from regkit.transforms.compose import invert_displacement
-
         w, residual = invert_displacement(self.displacement, self.affine, iterations, tolerance_mm)
         inverse = DisplacementField(w, self.affine)
         inverse.inverse_residual_mm = residual
         return inverse
+
+
+def invert_displacement(displacement: Tensor, affine, iterations: int = 30, tolerance_mm: float = 1e-3,
+                        grid=None, start: Optional[Tensor] = None) -> Tuple[Tensor, float]:
+    """Inverse of ``x → x + u(x)`` by fixed-point iteration ``w ← -u(x + w)`` at the voxel
+    centres ``x`` of ``grid`` (``(affine, shape)``; default the field's own grid).
+
+    ``start``: first guess for ``w`` on that grid, ``(N, 3, *shape)`` mm (default ``-u(x)``).
+    Returns ``(w (N, 3, *shape), residual_mm)``; the residual is the max over voxels of
+    ``|w(x) + u(x + w(x))|``.
+    """
+    u = displacement if displacement.dim() == 5 else displacement[None]
+    grid_affine, shape = (affine, u.shape[2:]) if grid is None else grid
+    x = space.world_grid(grid_affine, shape, device=u.device, dtype=u.dtype).expand(u.shape[0], *shape, 3)
+    if start is not None:
+        w = start.to(u).movedim(1, -1)
+    elif grid is None:
+        w = -u.movedim(1, -1)
+    else:
+        w = -sample_field(u, affine, x)
+    best, best_r = w, None  # per voxel, the iterate with the smallest residual (where the
+    with torch.no_grad():   # iteration does not contract, e.g. near folds, it never gets worse)
+        for _ in range(iterations):
+            r = w + sample_field(u, affine, x + w)
+            rn = r.norm(dim=-1, keepdim=True)
+            if best_r is None:
+                best, best_r = w, rn
+            else:
+                better = rn < best_r
+                best, best_r = torch.where(better, w, best), torch.where(better, rn, best_r)
+            if float(best_r.max()) < tolerance_mm:
+                break
+            w = w - r
+    return best.movedim(-1, 1), float(best_r.max()) if best_r is not None else float("inf")

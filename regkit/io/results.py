@@ -88,7 +88,7 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
 
     from regkit.io.images import save_image
     from regkit.io.transform_files import write_transform
-    from regkit.transforms import Compose, to_displacement_field
+    from regkit.transforms import Compose
 
     jobs: List[Tuple[Callable[..., Path], tuple]] = [(save_image, (result.warped, out / WARPED))]
     if moving_labels is not None:
