@@ -2,7 +2,7 @@
 
 Feeds the coefficients of :mod:`regkit.resources`: run
 ``python benchmarks/memory_calibration.py 96 lncc`` and compare ``bytes/voxel`` with
-``regkit.resources.WORKING_BYTES_PER_VOXEL``. The step is a representative one built from the
+``regkit.similarities.METRICS`` (``working_bytes_per_voxel``). The step is a representative one built from the
 core: an affine then an SVF (scaling and squaring on a control grid of half the resolution)
 sampled on the working grid, one trilinear warp of the moving image, the similarity, a diffusion
 penalty, and the backward pass. Peak RSS comes from ``VmHWM`` (reset through ``clear_refs``), so

@@ -294,11 +294,12 @@ def write_points_csv(source: Path, points_ras, path: Path, lps: bool, force: boo
     import io
 
     from regkit.io.atomic import write_text
+    from regkit.io.geometry import LPS_FLIP
     from regkit.io.validate import csv_rows
 
     pts = points_ras.numpy().copy()
     if lps:
-        pts[:, :2] *= -1.0
+        pts = pts * LPS_FLIP
     if source.name.lower().endswith((".fcsv", ".mrk.json")):  # Slicer markups: written as a plain x,y,z CSV
         rows = [["x", "y", "z"]] + [["", "", ""] for _ in range(len(pts))]
     else:

@@ -158,21 +158,23 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
-    import torch
+    """The ``--device`` option checked (auto, cpu, cuda, cuda:N) and resolved by
+    :func:`regkit.devices.resolve_device` (``auto`` → ``cuda`` when available, else ``cpu``)."""
+    from regkit.devices import resolve_device as resolved
+    from regkit.errors import RegkitError
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         fail(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
-    return device
+    try:
+        return str(resolved(device))
+    except RegkitError as e:
+        fail(str(e))
 
 
 def set_threads() -> None:
     """Use every core the process may use (torch defaults to the physical count)."""
     import torch
 
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
+    from regkit.devices import available_cores
+
+    torch.set_num_threads(max(1, available_cores()))

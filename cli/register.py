@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from regkit.cli.common import EXIT_CODES_HELP, handle_errors
+from regkit.similarities import METRIC_NAMES
 
 HELP = f"""Register MOVING to FIXED by optimisation (no training needed) and write the results into --out DIR.
 
@@ -75,7 +76,6 @@ its share.
 
 {EXIT_CODES_HELP}"""
 
-METRICS = ("lncc", "mse", "mi", "mind")
 
 
 def add_to(app: typer.Typer) -> None:
@@ -86,7 +86,7 @@ def add_to(app: typer.Typer) -> None:
         fixed: Optional[Path] = typer.Argument(None, help="Fixed image: the output grid."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Label map on the moving grid, warped with nearest neighbour."),
-        metric: Optional[str] = typer.Option(None, "--metric", help="lncc | mse | mi | mind (default: the preset's, lncc)."),
+        metric: Optional[str] = typer.Option(None, "--metric", help=f"{' | '.join(METRIC_NAMES)} (default: the preset's, lncc)."),
         config: str = typer.Option("default", "--config", help="Preset name (fast, default, accurate, ct, mri) or a .yaml path."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Random seed (0 to 2**32-1)."),
@@ -110,8 +110,8 @@ def add_to(app: typer.Typer) -> None:
 
         if default_value != default_value or abs(default_value) == float("inf"):  # NaN voxels regkit itself refuses to read
             raise InputError(f"--default-value must be a finite number, got {default_value}")
-        if metric is not None and metric not in METRICS:
-            raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        if metric is not None and metric not in METRIC_NAMES:
+            raise InputError(f"--metric must be one of {', '.join(METRIC_NAMES)}, got {metric!r}")
         if refine and model is None:
             raise InputError("--refine needs --model (it refines a trained cascade's prediction)")
         if model is not None and refine == 0:
@@ -191,10 +191,11 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     from regkit.cli.common import resolve_device, setup_logging
     from regkit.checks import check_has_contrast, check_mask_not_empty
     from regkit.errors import InputError, RegistrationError
-    from regkit.io.atomic import atomic_group, note_input
+    from regkit.io.atomic import note_input
     from regkit.io.images import load_image, load_label, stored_integer_dtype
     from regkit.optimize import load_config, register
-    from regkit.io.results import check_outputs, summary_line, write_result
+    from regkit.io.results import check_outputs, summary_line
+    from regkit.workflows.result_folder import write_registration
 
     setup_logging(verbose=verbose, quiet=quiet)
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
@@ -239,12 +240,8 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     result.log.update(provenance({"moving": moving, "fixed": fixed, "moving_labels": moving_labels, "fixed_mask": fixed_mask,
                                   "moving_mask": moving_mask, "initial_transform": initial_transform_path}))
     t_write = time.perf_counter()
-    with atomic_group(out, replace_previous=force):  # the QC files appear with the others, or nothing does
-        written = write_result(result, out, labels, force=force,
-                               labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None,
-                               moving_grid=moving_img)
-        if qc:
-            written += _write_qc(fixed_img, moving_img, result.transform, out, labels, force, default_value)
+    written = write_registration(result, out, moving_img, labels, qc=qc, force=force, default_value=default_value,
+                                 labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None)
     if verbose:
         from regkit.io.results import log_text
 
@@ -320,21 +317,3 @@ def _check_memory(fixed_img, moving_img, cfg, path: Path) -> None:
     est = resources.estimate_registration(fixed_img.shape, moving_img.shape, levels, controls, metric=cfg.metric,
                                           mi_bins=cfg.mi_bins)
     resources.check_memory(est.total, f"registering on a {'x'.join(map(str, fixed_img.shape))} grid", path=path)
-
-
-def _write_qc(fixed_img, moving_img, transform, out: Path, labels, force: bool, default_value: float = 0.0) -> list:
-    try:
-        from regkit.report import write_qc
-    except ImportError:
-        typer.echo("regkit register: --qc skipped (regkit.report is not available in this install)", err=True)
-        return []
-    from regkit.resample import resample
-
-    fixed_labels = None
-    qc_labels = None
-    if labels is not None:
-        # the QC draws fixed-grid contours: use the warped moving labels
-        fixed_labels = resample(labels, transform, fixed_img)
-        qc_labels = fixed_labels
-    info = write_qc(fixed_img, moving_img, transform, out, labels=qc_labels, force=force, default_value=default_value)
-    return [Path(p) for p in info.get("files", [])]

@@ -191,16 +191,12 @@ def _write_npz(array: np.ndarray, path: Path, force: bool) -> None:
 
 
 def _write_nifti(array: np.ndarray, reference: Image, path: Path, force: bool) -> None:
-    import nibabel as nib
-
+    from regkit.io.geometry import nifti_image
     from regkit.io.itk import mark_ras_ddf
 
-    a = reference.affine.numpy()
     # NIfTI-2: ITK (so ANTs, SimpleITK, Slicer) refuses to open it, where it silently misreads an
     # X×Y×Z×3 NIfTI-1 field (as a zero or LPS displacement); nibabel, MONAI, FSL read it
-    nii = nib.Nifti2Image(array.astype(np.float32), a)
-    nii.set_sform(a, code=1)
-    nii.set_qform(a, code=1)
+    nii = nifti_image(array.astype(np.float32), reference.affine.numpy(), nifti2=True)
     mark_ras_ddf(nii.header)  # read back as RAS by regkit (an unmarked X×Y×Z×3 field is taken as ITK's LPS)
     with atomic_path(path, force) as tmp:
         from regkit.io.compression import save_nifti

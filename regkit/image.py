@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from regkit import space
+from regkit.grid import Grid
 
 
 @dataclass
@@ -38,6 +39,11 @@ class Image:
     def shape(self) -> Tuple[int, int, int]:
         """Spatial shape (X, Y, Z)."""
         return tuple(int(s) for s in self.data.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def grid(self) -> Grid:
+        """The image's grid: its affine and spatial shape."""
+        return Grid(self.affine, self.shape)
 
     @property
     def channels(self) -> int:

@@ -56,8 +56,7 @@ def normalize_intensity(image: Image, config: IntensityConfig) -> Image:
         values = data[data != 0]
         if values.numel() == 0:
             return image.with_data(torch.zeros_like(data), is_label=False)
-        # numpy's partition-based percentile: ~8x faster than torch.quantile's full sort
-        # (measured 0.06 vs 0.47 s on a 0.5 M-voxel brain, shared 2-core machine)
+        # numpy's partition-based percentile: several times faster than torch.quantile's full sort
         low, high = (float(v) for v in np.percentile(values.cpu().numpy(), list(config.percentiles)))
     scaled = (data - low) / max(high - low, 1e-6)
     return image.with_data(scaled.clamp(0.0, 1.0), is_label=False)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from regkit import space
+from regkit.grid import Grid
 from regkit.transforms import Compose, DisplacementField, Transform, VelocityField
 
 
@@ -90,12 +91,12 @@ def invert_velocity(velocity: VelocityField, iterations: int = 50, tolerance_mm:
     return inv
 
 
-def field_grid(transform: Transform) -> Optional[Tuple[torch.Tensor, Tuple[int, int, int]]]:
-    """``(affine, shape)`` of the first dense field in a chain (its natural grid), or None."""
+def field_grid(transform: Transform) -> Optional[Grid]:
+    """The grid of the first dense field in a chain (its natural grid), or None."""
     chain = list(transform.transforms) if isinstance(transform, Compose) else [transform]
     for t in chain:
         if isinstance(t, (DisplacementField, VelocityField)):
-            return space.grid_of(t.affine, t.shape)
+            return t.grid
     return None
 
 

@@ -47,9 +47,7 @@ def dice(fixed_labels: Image, warped_labels: Image, labels: Optional[Sequence[in
         labels: label values to score; default every non-zero value present in ``fixed_labels``.
     Returns:
         ``{label: dice}``; a label absent from both maps gives NaN, absent from one gives 0.
-
-    Plain numpy, not ``monai.metrics.compute_dice``: importing ``monai.metrics`` alone took
-    1-7 s on the shared 2-core machine, longer than the whole computation.
+    Plain numpy (benchmarks/README.md, "Why not MONAI's").
     """
     _check_same_grid(fixed_labels, warped_labels, "fixed and warped labels")
     f, w = fixed_labels.numpy(), warped_labels.numpy()
@@ -68,9 +66,7 @@ def hd95(fixed_labels: Image, warped_labels: Image, labels: Optional[Sequence[in
     definition). Surface voxels are a mask minus its erosion; distances come from scipy's
     Euclidean distance transform scaled by the voxel spacing (column norms of the affine: exact
     for orthogonal grids whatever their orientation). A label missing from either map gives NaN.
-
-    Written with scipy rather than ``monai.metrics.compute_hausdorff_distance`` because that
-    took 5-9 s for the 6 labels of the sample pair against 0.9 s here (2-core CPU, shared).
+    scipy, not MONAI (benchmarks/README.md, "Why not MONAI's").
     """
     from scipy import ndimage
 
@@ -174,6 +170,7 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     3D Slicer markups (``.fcsv``, ``.mrk.json``) are read in the coordinate system they declare
     (``lps`` is not used for them).
     """
+    from regkit.io.geometry import LPS_FLIP
     from regkit.io.validate import MAX_ABS_VALUE, csv_rows
 
     p = Path(path)
@@ -205,7 +202,7 @@ def read_landmarks(path: Union[str, Path], lps: bool = False) -> Tensor:
     if far.size:
         raise InputError(f"landmark {far[0] + 1} has a coordinate beyond {MAX_ABS_VALUE:g} mm", p)
     if lps:
-        pts[:, :2] *= -1.0
+        pts = pts * LPS_FLIP
     return torch.from_numpy(pts.reshape(-1, 3))
 
 

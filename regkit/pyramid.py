@@ -1,53 +1,36 @@
-"""Multi-resolution grids and images shared by the optimiser and the learned cascade.
+"""Multi-resolution grids and images — the one home of both engines' pyramids.
 
-A pyramid level is a GRID in world space (voxel→world affine, RAS mm, and a shape), derived from
+* The optimiser's levels (:func:`resized_grid`, :func:`coarsened_image`, :func:`image_on_grid`):
+  Gaussian pre-smoothing and one resampling onto a grid of the level's spacing.
+* The cascade's levels (:func:`average_pooled`, :func:`pooled_grid_affine`): the network grid's
+  tensors average-pooled by an integer factor, inside the network (the trained models depend on it).
+
+An optimiser level is a GRID in world space (voxel→world affine, RAS mm, and a shape), derived from
 the fixed image: same orientation and field-of-view centre, isotropic voxels of ``spacing`` mm.
 Images are put on a level by Gaussian pre-smoothing (anti-aliasing) followed by ONE trilinear
 resampling; the moving image keeps its own grid orientation (only coarsened), so it is sampled
 once per optimiser step through the whole fixed→moving chain.
 
-The separable Gaussian is written here (three 1-D convolutions) rather than taken from
-``monai.networks.layers.GaussianFilter`` because importing MONAI costs ~3.5 s per process on the
-2-core benchmark machine — longer than a whole 2 mm registration.
+The separable Gaussian is written here (three 1-D convolutions), not imported from MONAI
+(benchmarks/README.md, "Why not MONAI's").
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from regkit import space
+from regkit.grid import Grid
 from regkit.image import Image
 from regkit.resample import warp
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A sampling grid in world space: 4×4 voxel→world ``affine`` (RAS mm) and ``shape`` (X, Y, Z)."""
-
-    affine: Tensor
-    shape: Tuple[int, int, int]
-
-    @property
-    def spacing(self) -> Tensor:
-        """Voxel size (mm) along each index axis."""
-        return space.spacing(self.affine)
-
-    def world(self, device=None, dtype=torch.float32) -> Tensor:
-        """World coordinates (mm, RAS) of every voxel centre, ``(X, Y, Z, 3)``."""
-        return space.world_grid(self.affine, self.shape, device=device, dtype=dtype)
-
-    @property
-    def voxels(self) -> int:
-        return int(self.shape[0] * self.shape[1] * self.shape[2])
-
-
 def grid_of_image(image: Image) -> Grid:
-    return Grid(image.affine, image.shape)
+    return image.grid
 
 
 def resized_grid(affine, shape: Sequence[int], spacing_mm: float | Sequence[float]) -> Grid:
@@ -75,6 +58,21 @@ def cropped_grid(grid: Grid, lower: Sequence[int], upper: Sequence[int]) -> Grid
     out = grid.affine.clone()
     out[:3, 3] = space.voxel_to_world(lo, grid.affine)
     return Grid(out, tuple(int(u - l) for l, u in zip(lower, upper)))  # type: ignore[arg-type]
+
+
+def pooled_grid_affine(affine: Tensor, factor: int) -> Tensor:
+    """Affine of a grid average-pooled by ``factor``: coarse voxel i covers fine voxels
+    ``factor*i .. factor*i + factor - 1``, so its centre is fine index ``factor*i + (factor-1)/2``."""
+    scale = torch.eye(4, dtype=torch.float64)
+    scale[:3, :3] *= factor
+    scale[:3, 3] = (factor - 1) / 2.0
+    return space.as_affine(affine) @ scale
+
+
+def average_pooled(volume: Tensor, factor: int) -> Tensor:
+    """``(N, C, X, Y, Z)`` average-pooled by ``factor`` (the cascade's levels; their grid is
+    :func:`pooled_grid_affine`)."""
+    return F.avg_pool3d(volume, factor)
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 3.0, device=None, dtype=torch.float32) -> Tensor:

@@ -29,7 +29,7 @@ from regkit.image import Image
 from regkit.io.atomic import atomic_path, check_writable, json_text
 from regkit.io.results import QC_NAMES
 from regkit.resample import warp
-from regkit.transforms import Transform
+from regkit.transforms import DisplacementField, Transform
 
 PathLike = Union[str, Path]
 Labels = Union[Image, Tuple[Image, Image], None]
@@ -211,7 +211,10 @@ def qc_numbers(fixed: Image, moving: Image, transform: Transform, labels: Labels
     device = _device_of(transform)
     with torch.no_grad():
         x = fixed.world_grid(device=device, dtype=torch.float32)
-        y = transform(x)  # evaluated once; every image below is sampled at these points
+        if isinstance(transform, DisplacementField):  # e.g. a result's dense field: read at the voxels, not re-sampled
+            y = transform.grid_points(fixed.affine, fixed.shape, device=device, dtype=torch.float32)
+        else:
+            y = transform(x)  # evaluated once; every image below is sampled at these points
 
         def at(image: Image, points: Tensor, fill: float = 0.0) -> Tensor:
             mode = "nearest" if image.is_label else "linear"

@@ -29,15 +29,9 @@ from regkit.errors import InputError, ResourceError
 ENV_LIMIT = "REGKIT_MEMORY_LIMIT"
 PathLike = Union[str, Path]
 
-#: peak bytes per voxel of the working grid for one optimiser step (forward + backward), by
-#: similarity. lncc/mse measured (≈180–200 B/voxel at 96³–128³); mind and mi are upper bounds
-#: from their extra channels (MIND-SSC: 12 descriptor channels per image; MI: a Parzen weight per
-#: bin and voxel for each image).
-WORKING_BYTES_PER_VOXEL = {"lncc": 224, "mse": 224, "mind": 448}
 #: fixed cost of a step on top of the per-voxel one (allocator arenas, thread-pool buffers): a
 #: 72³–128³ fit of the measurements gives ~30 MiB + ~166 B/voxel.
 WORKING_OVERHEAD_BYTES = 64 * 2**20
-MI_BYTES_PER_VOXEL_PER_BIN = 16
 #: peak bytes per voxel of the reference grid when resampling through a transform (no grad;
 #: world grid in float64, transformed points, sampling grid, output). Measured ≈72 B/voxel.
 RESAMPLE_BYTES_PER_VOXEL = 88
@@ -147,12 +141,11 @@ class MemoryEstimate:
 
 
 def working_bytes_per_voxel(metric: str, mi_bins: int = 32) -> int:
-    """Peak bytes per working-grid voxel of one optimiser step with similarity ``metric``."""
-    if metric == "mi":
-        return WORKING_BYTES_PER_VOXEL["lncc"] + MI_BYTES_PER_VOXEL_PER_BIN * int(mi_bins)
-    if metric not in WORKING_BYTES_PER_VOXEL:
-        raise ValueError(f"unknown metric {metric!r}")
-    return WORKING_BYTES_PER_VOXEL[metric]
+    """Peak bytes per working-grid voxel of one optimiser step with similarity ``metric`` (the
+    figures are :data:`regkit.similarities.METRICS`')."""
+    from regkit.similarities import similarity_metric
+
+    return similarity_metric(metric).step_bytes_per_voxel(mi_bins)
 
 
 def working_step_bytes(voxels_in_level: int, metric: str = "lncc", mi_bins: int = 32) -> int:
@@ -172,7 +165,7 @@ def estimate_registration(fixed_shape: Sequence[int], moving_shape: Sequence[int
             largest dominates. Empty: the fixed grid itself (a full-resolution level).
         control_shapes: shapes of the transform's parameter grids (velocity/displacement control
             points), one per level; empty for an affine-only run.
-        metric: ``"lncc"``, ``"mse"``, ``"mi"`` or ``"mind"``.
+        metric: a name of :data:`regkit.similarities.METRICS`.
         output_shape: grid of the final resampling (default: the fixed grid).
         resample_chunk_voxels: if the final resampling is done in chunks, voxels per chunk.
     Returns:

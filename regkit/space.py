@@ -174,13 +174,3 @@ def slabs(affine: ArrayLike, shape: Sequence[int], max_voxels: int):
         sub = a.clone()
         sub[:3, 3] = a[:3, 3] + a[:3, 0] * start
         yield start, min(x, start + step), sub
-
-
-def grid_of(affine: ArrayLike, shape: Sequence[int]) -> Tuple[Tensor, Shape]:
-    """Canonical ``(affine, shape)`` pair."""
-    return as_affine(affine), tuple(int(s) for s in shape[-3:])  # type: ignore[return-value]
-
-
-def ras_to_lps_matrix() -> Tensor:
-    """diag(−1, −1, 1, 1): RAS ↔ LPS (its own inverse)."""
-    return torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))

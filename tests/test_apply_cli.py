@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from regkit import space
 from regkit.cli.main import app
 from regkit.image import Image
-from regkit.io import itk
+from regkit.io.geometry import LPS_FLIP
 from regkit.io.images import load_image, save_image
 from regkit.io.transform_files import write_transform
 from regkit.transforms import AffineTransform, Compose, DisplacementField, VelocityField
@@ -249,7 +249,7 @@ def test_points_lps_and_columns_kept(pair):
         assert [row["label"] for row in csv.DictReader(f)] == ["p0", "p1"]
     # without --lps the same numbers are RAS: x, y flip sign around the mapping
     r = _run(pair / "a.mat", "--points", pair / "p.csv", "--points-out", pair / "r.csv")
-    ras_expected = np.array([tx.TransformPoint(tuple(p * itk.LPS_FLIP)) for p in pts_lps]) * itk.LPS_FLIP
+    ras_expected = np.array([tx.TransformPoint(tuple(p * LPS_FLIP)) for p in pts_lps]) * LPS_FLIP
     np.testing.assert_allclose(_read_points(pair / "r.csv"), ras_expected, atol=1e-9)
 
 

@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # bottom to top
 LAYERS: List[Set[str]] = [
-    {"regkit.errors"},
-    # conventions: world/voxel/normalised coordinates, LPS; memory budgets
-    {"regkit.space", "regkit.resources"},
+    # errors; the similarity metrics by name (plain data)
+    {"regkit.errors", "regkit.similarities"},
+    # conventions: world/voxel/normalised coordinates; memory budgets; torch devices and threads
+    {"regkit.space", "regkit.resources", "regkit.devices"},
+    # a grid in world space: affine + shape
+    {"regkit.grid"},
     # data in world space
     {"regkit.image", "regkit.transforms"},
     # operations on images and transforms
@@ -186,3 +189,19 @@ def test_the_rules_of_the_issue():
     assert not units["regkit.nn"] & {"regkit.train", "regkit.optimize"}
     assert not units["regkit.optimize"] & {"regkit.nn", "regkit.train"}
     assert "regkit.optimize" not in units["regkit.train"]
+
+
+def test_monai_only_in_training_and_only_when_used():
+    """``import monai`` costs seconds per process (benchmarks/README.md, "Why not MONAI's"): only the
+    training package uses it, and only inside the function that builds its loss, so neither
+    ``regkit register`` nor ``import regkit.train`` pays for it."""
+    found = []
+    for name, path in _sources().items():
+        tree = ast.parse(path.read_text(), str(path))
+        top_level = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "monai" for n in names):
+                found.append((name, id(node) in top_level))
+    assert found and all(unit_of(m) == "regkit.train" and not top for m, top in found), found

@@ -104,7 +104,7 @@ def _write_elastix(path, kind, params, center=None, initial="NoInitialTransform"
 def _bspline(fixed_affine, shape):
     """A smooth ITK B-spline over the fixed image's box (LPS), coefficients up to 3 mm."""
     ref = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
-    from regkit.io.images import set_sitk_geometry
+    from regkit.io.geometry import set_sitk_geometry
 
     set_sitk_geometry(ref, fixed_affine)
     tx = sitk.BSplineTransformInitializer(ref, [4, 4, 3], order=3)

@@ -420,7 +420,8 @@ def test_nifti_units_and_geometry_as_simpleitk_reads_them(tmp_path, units, scale
 
     from bad_input_corpus import AFFINE, _volume, write_raw_nifti
 
-    from regkit.io.images import load_image, sitk_affine
+    from regkit.io.geometry import sitk_affine
+    from regkit.io.images import load_image
 
     fields = {"xyzt_units": units}
     if qform_only:

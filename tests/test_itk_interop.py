@@ -13,6 +13,7 @@ import torch
 from regkit import space
 from regkit.image import Image
 from regkit.io import itk
+from regkit.io.geometry import LPS_FLIP
 from regkit.io.images import image_to_sitk, sitk_to_image
 from regkit.io.transform_files import read_transform, write_transform
 from regkit.resample import resample
@@ -158,7 +159,7 @@ def test_affine_read_from_simpleitk_files(tmp_path):
     for name, tx in files.items():
         ours = read_transform(tmp_path / name)
         assert isinstance(ours, AffineTransform)
-        expected = np.array([tx.TransformPoint(tuple(p * itk.LPS_FLIP)) for p in pts_ras]) * itk.LPS_FLIP
+        expected = np.array([tx.TransformPoint(tuple(p * LPS_FLIP)) for p in pts_ras]) * LPS_FLIP
         tol = 1e-4 if "float" in name else 1e-9
         np.testing.assert_allclose(ours(torch.from_numpy(pts_ras)).detach().numpy(), expected, atol=tol, err_msg=name)
 
@@ -173,7 +174,7 @@ def test_simpleitk_written_field_is_read(tmp_path):
     tx = sitk.DisplacementFieldTransform(sitk.Image(img))
     inner = sitk_to_image(img)
     pts_ras = space.world_grid(inner.affine, inner.shape, dtype=torch.float64)[1:-1, 1:-1, 1:-1].reshape(-1, 3) + 0.3
-    expected = np.array([tx.TransformPoint(tuple(p * itk.LPS_FLIP)) for p in pts_ras.numpy()]) * itk.LPS_FLIP
+    expected = np.array([tx.TransformPoint(tuple(p * LPS_FLIP)) for p in pts_ras.numpy()]) * LPS_FLIP
     for name in ("sitk_field.nii.gz", "sitk_field.mha"):
         sitk.WriteImage(img, str(tmp_path / name))
         ours = read_transform(tmp_path / name)
@@ -233,7 +234,7 @@ def test_composite_h5_with_field_reads_as_chain(tmp_path):
     ours = read_transform(tmp_path / "Composite.h5")
     assert isinstance(ours, Compose) and [type(t) for t in ours.transforms] == [DisplacementField, AffineTransform]
     pts = space.world_grid(fixed.affine, fixed.shape, dtype=torch.float64).reshape(-1, 3)[::7]
-    expected = np.array([composite.TransformPoint(tuple(p * itk.LPS_FLIP)) for p in pts.numpy()]) * itk.LPS_FLIP
+    expected = np.array([composite.TransformPoint(tuple(p * LPS_FLIP)) for p in pts.numpy()]) * LPS_FLIP
     np.testing.assert_allclose(ours(pts).detach().numpy(), expected, atol=1e-6)
     with pytest.raises(Exception, match="non-linear"):
         itk.read_itk_affine(tmp_path / "Composite.h5")
@@ -250,12 +251,12 @@ def test_matrix_offset_text_and_4d_nifti_field(tmp_path):
     ours = read_transform(tmp_path / "mo.txt")
     tx = sitk.ReadTransform(str(tmp_path / "mo.txt"))
     p = np.array([[10.0, -4.0, 7.0], [0.0, 0.0, 0.0]])
-    expected = np.array([tx.TransformPoint(tuple(q * itk.LPS_FLIP)) for q in p]) * itk.LPS_FLIP
+    expected = np.array([tx.TransformPoint(tuple(q * LPS_FLIP)) for q in p]) * LPS_FLIP
     np.testing.assert_allclose(ours(torch.from_numpy(p)).detach().numpy(), expected, atol=1e-9)
     # by hand: LPS point q -> M (q - c) + c + t, with RAS = diag(-1,-1,1) LPS
-    q = p[0] * itk.LPS_FLIP
+    q = p[0] * LPS_FLIP
     m = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
-    np.testing.assert_allclose(expected[0], (m @ (q - [1, 2, 3]) + [1, 2, 3] + [5, -3, 1]) * itk.LPS_FLIP)
+    np.testing.assert_allclose(expected[0], (m @ (q - [1, 2, 3]) + [1, 2, 3] + [5, -3, 1]) * LPS_FLIP)
 
     affine = np.diag([2.0, -1.5, 1.0, 1.0])
     affine[:3, 3] = [4.0, 9.0, -3.0]
@@ -263,5 +264,5 @@ def test_matrix_offset_text_and_4d_nifti_field(tmp_path):
     nib.save(nib.Nifti1Image(lps, affine), str(tmp_path / "field4d.nii.gz"))
     field = read_transform(tmp_path / "field4d.nii.gz")
     assert isinstance(field, DisplacementField) and field.shape == (3, 4, 5)
-    np.testing.assert_allclose(field.displacement[0, :, 1, 2, 3].numpy(), lps[1, 2, 3] * itk.LPS_FLIP)
+    np.testing.assert_allclose(field.displacement[0, :, 1, 2, 3].numpy(), lps[1, 2, 3] * LPS_FLIP)
     np.testing.assert_allclose(field.affine.numpy(), affine)

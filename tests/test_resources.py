@@ -52,7 +52,7 @@ def test_estimate_registration_known_answer():
     est = resources.estimate_registration((100, 100, 100), (50, 50, 50), level_shapes=[(50, 50, 50), (100, 100, 100)],
                                           control_shapes=[(25, 25, 25), (50, 50, 50)], metric="lncc")
     images = 4 * (10**6 + 125_000) + 8 * (125_000 + 10**6)
-    step = resources.WORKING_OVERHEAD_BYTES + 10**6 * resources.WORKING_BYTES_PER_VOXEL["lncc"]
+    step = resources.WORKING_OVERHEAD_BYTES + 10**6 * resources.working_bytes_per_voxel("lncc")
     control = 125_000 * resources.CONTROL_BYTES_PER_VOXEL
     assert est.parts == {"images": images, "control grid": control, "finest level": step}
     assert est.total == images + step + control

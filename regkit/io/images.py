@@ -30,10 +30,10 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from regkit import space
 from regkit.errors import InputError, RegkitError, ResourceError
 from regkit.image import Image
 from regkit.io.atomic import atomic_path, note_input
+from regkit.io.geometry import flip_affine, nifti_image, sitk_affine, sitk_image
 from regkit.resources import check_memory, estimate_image_read
 
 log = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ def _check_same_as_itk(affine: np.ndarray, shape, p: Path) -> None:
         itk = np.eye(4)
         itk[:3, :3] = np.array(reader.GetDirection(), dtype=np.float64).reshape(3, 3) * np.array(reader.GetSpacing())[None, :]
         itk[:3, 3] = reader.GetOrigin()
-        itk = space.ras_to_lps_matrix().numpy() @ itk
+        itk = flip_affine(itk)
     except Exception:  # noqa: BLE001 - ITK cannot read it: nothing to compare with
         return
     voxel = float(np.linalg.norm(affine[:3, :3], axis=0).min()) or 1.0
@@ -484,17 +484,6 @@ def _itk_reason(e: Exception) -> str:
     return _short(e)
 
 
-def sitk_affine(img) -> np.ndarray:
-    """RAS voxel→world affine of a SimpleITK image (which is LPS)."""
-    d = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    s = np.array(img.GetSpacing(), dtype=np.float64)
-    o = np.array(img.GetOrigin(), dtype=np.float64)
-    a = np.eye(4)
-    a[:3, :3] = d * s[None, :]
-    a[:3, 3] = o
-    return space.ras_to_lps_matrix().numpy() @ a
-
-
 def _to_3d(array: np.ndarray, p: Path, volume: Optional[int]) -> np.ndarray:
     if array.ndim < 3:
         raise InputError(f"is {array.ndim}D (shape {array.shape}); regkit needs a 3D volume", p)
@@ -565,40 +554,20 @@ def save_image(image: Image, path: PathLike, force: bool = False, dtype: Optiona
     affine = image.affine.numpy()
     with atomic_path(p, force) as tmp:
         if _has_suffix(p, NIBABEL_SUFFIXES):
-            import nibabel as nib
-
-            nii = nib.Nifti1Image(array, affine)
-            nii.set_sform(affine, code=1)
-            nii.set_qform(affine, code=1)
             from regkit.io.compression import save_nifti
 
-            save_nifti(nii, tmp)
+            save_nifti(nifti_image(array, affine), tmp)
         else:
             import SimpleITK as sitk
 
-            itk = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(array, [0, 1, 2], [2, 1, 0])), isVector=array.ndim == 4)
-            set_sitk_geometry(itk, affine)
-            sitk.WriteImage(itk, str(tmp))
+            sitk.WriteImage(sitk_image(array, affine, vector=array.ndim == 4), str(tmp))
     return p
-
-
-def set_sitk_geometry(img, affine: np.ndarray) -> None:
-    """Give a SimpleITK image the geometry of a RAS voxel→world affine (converted to LPS)."""
-    a = space.ras_to_lps_matrix().numpy() @ np.asarray(affine, dtype=np.float64)
-    s = np.linalg.norm(a[:3, :3], axis=0)
-    img.SetSpacing([float(x) for x in s])
-    img.SetDirection([float(x) for x in (a[:3, :3] / s[None, :]).ravel()])
-    img.SetOrigin([float(x) for x in a[:3, 3]])
 
 
 def image_to_sitk(image: Image):
     """A SimpleITK image (first channel, or vector image for several) with the same geometry."""
-    import SimpleITK as sitk
-
     array = image.numpy()
-    itk = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(array, [0, 1, 2], [2, 1, 0])), isVector=array.ndim == 4)
-    set_sitk_geometry(itk, image.affine.numpy())
-    return itk
+    return sitk_image(array, image.affine.numpy(), vector=array.ndim == 4)
 
 
 def sitk_to_image(img, is_label: bool = False) -> Image:

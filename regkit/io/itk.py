@@ -27,29 +27,16 @@ import torch
 from regkit import space
 from regkit.errors import InputError
 from regkit.io.atomic import atomic_path
-from regkit.io.images import _itk_reason, _quiet_c_stderr, check_header_size, check_input_file, set_sitk_geometry, sitk_affine
+from regkit.io.geometry import LPS_FLIP, flip_affine, flip_point_matrix, nifti_image, set_sitk_geometry, sitk_affine, sitk_image
+from regkit.io.images import _itk_reason, _quiet_c_stderr, check_header_size, check_input_file
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform
 
 PathLike = Union[str, Path]
 AFFINE_SUFFIXES = (".mat", ".tfm", ".txt", ".h5", ".hdf5")
 FIELD_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 NIFTI_INTENT_VECTOR = 1007
-LPS_FLIP = np.array([-1.0, -1.0, 1.0])  # RAS ↔ LPS for points and vectors (its own inverse)
 #: bytes per stored value a displacement field needs once read: float64 LPS, RAS and (3, X, Y, Z) copies
 FIELD_WORKING_BYTES = 3 * 8
-
-
-def _flip4() -> np.ndarray:
-    return space.ras_to_lps_matrix().numpy()
-
-
-def lps_matrix_to_ras(matrix4: np.ndarray) -> np.ndarray:
-    """A 4×4 world→world point matrix in LPS → the same mapping in RAS (``F H F``)."""
-    f = _flip4()
-    return f @ np.asarray(matrix4, dtype=np.float64) @ f
-
-
-ras_matrix_to_lps = lps_matrix_to_ras  # F is its own inverse
 
 
 # --------------------------------------------------------------------------- transform files
@@ -98,7 +85,7 @@ def _affine_from_sitk(parts: list) -> AffineTransform:
     first part's centre of rotation is kept (converted to RAS)."""
     h = np.eye(4)
     for tx in parts:
-        h = lps_matrix_to_ras(_lps_matrix(tx)) @ h
+        h = flip_point_matrix(_lps_matrix(tx)) @ h
     center = None
     if hasattr(parts[0], "GetCenter"):
         center = torch.as_tensor(np.array(parts[0].GetCenter(), dtype=np.float64) * LPS_FLIP)
@@ -201,7 +188,7 @@ def bspline_grid(tx) -> Tuple[np.ndarray, Tuple[int, int, int]]:
     # the samples sit at the centres of quarter-spacing cells, all strictly inside
     lps[:3, 3] = origin + direction @ (spacing + step / 2)
     shape = tuple(int(max(1, (s - 3) * 4)) for s in size)
-    return space.ras_to_lps_matrix().numpy() @ lps, shape  # voxel → LPS becomes voxel → RAS
+    return flip_affine(lps), shape  # voxel → LPS becomes voxel → RAS
 
 
 def affine_to_sitk(transform: AffineTransform):
@@ -214,7 +201,7 @@ def affine_to_sitk(transform: AffineTransform):
         h = transform.homogeneous()[0]
     else:
         h = transform.homogeneous()
-    h = ras_matrix_to_lps(h.detach().cpu().double().numpy())
+    h = flip_point_matrix(h.detach().cpu().double().numpy())
     c = transform.center.detach().cpu().double().numpy() * LPS_FLIP
     m = h[:3, :3]
     t = h[:3, 3] - c + m @ c  # ITK: y = M (x - c) + c + t
@@ -351,11 +338,7 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
     p = Path(path)
     with atomic_path(p, force) as tmp:
         if _is_nifti(p):
-            import nibabel as nib
-
-            nii = nib.Nifti1Image(lps[:, :, :, None, :].astype(np.float32), a)
-            nii.set_sform(a, code=1)
-            nii.set_qform(a, code=1)
+            nii = nifti_image(lps[:, :, :, None, :].astype(np.float32), a)
             nii.header.set_intent(NIFTI_INTENT_VECTOR)
             from regkit.io.compression import save_nifti
 
@@ -363,9 +346,7 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
         else:
             import SimpleITK as sitk
 
-            img = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(lps, [0, 1, 2], [2, 1, 0])), isVector=True)
-            set_sitk_geometry(img, a)
-            sitk.WriteImage(img, str(tmp))
+            sitk.WriteImage(sitk_image(lps, a, vector=True), str(tmp))
     return p
 
 
@@ -375,9 +356,7 @@ def displacement_to_sitk_transform(field: DisplacementField):
 
     u = field.displacement.detach().cpu()[0]
     lps = np.moveaxis(u.double().numpy(), 0, -1) * LPS_FLIP
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(lps, [0, 1, 2], [2, 1, 0])), isVector=True)
-    set_sitk_geometry(img, field.affine.numpy())
-    return sitk.DisplacementFieldTransform(img)
+    return sitk.DisplacementFieldTransform(sitk_image(lps, field.affine.numpy(), vector=True))
 
 
 def _first_line(e: Exception) -> str:

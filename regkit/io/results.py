@@ -59,12 +59,16 @@ def check_outputs(out_dir: Path, labels: bool, force: bool, qc: bool = False) ->
 
 
 def write_result(result, out_dir: Path, moving_labels=None, force: bool = False, labels_dtype=None,
-                 moving_grid=None) -> List[Path]:
+                 moving_grid=None, warped_labels=None) -> List[Path]:
     """Write ``result`` (a :class:`RegistrationResult`) into ``out_dir``; returns the paths.
     ``labels_dtype``: the warped labels' numpy type (the labels file's own, so uint8 stays uint8;
     default int16, or int32 when the values need it). ``moving_grid``: the moving image (or its
-    ``(affine, shape)``), where the whole inverse ``inverse_field.nii.gz`` is written (not
-    written without it).
+    grid), where the whole inverse ``inverse_field.nii.gz`` is written (not written without it).
+    ``warped_labels``: ``result.apply(moving_labels)`` when the caller has it already (the QC
+    report uses it too).
+
+    Every field is written on ``result.grid`` (the fixed grid); the whole transform's dense field
+    there is ``result.field`` when the optimiser computed it (written as it is, never recomputed).
 
     Everything is computed first, then the files are written two at a time: gzip compression of
     the two 3-vector fields is most of the writing and runs outside the GIL (≈ 1.2 → 0.7 s for a
@@ -78,11 +82,12 @@ def write_result(result, out_dir: Path, moving_labels=None, force: bool = False,
     # warp.nii.gz...) are removed — only those regkit wrote, never an input or the user's own
     with atomic_group(out, replace_previous=force):
         out.mkdir(parents=True, exist_ok=True)
-        written = _run_writes(_write_jobs(result, out, moving_labels, labels_dtype, moving_grid), force)
+        written = _run_writes(_write_jobs(result, out, moving_labels, labels_dtype, moving_grid, warped_labels), force)
     return written
 
 
-def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid=None) -> List[Tuple[Callable[..., Path], tuple]]:
+def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid=None,
+                warped_labels=None) -> List[Tuple[Callable[..., Path], tuple]]:
     """``(writer, args)`` for every output of ``write_result`` (the data computed here, once)."""
     import torch
 
@@ -92,12 +97,13 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
 
     jobs: List[Tuple[Callable[..., Path], tuple]] = [(save_image, (result.warped, out / WARPED))]
     if moving_labels is not None:
-        jobs.append((partial(save_image, dtype=labels_dtype), (result.apply(moving_labels), out / WARPED_LABELS)))
+        labels = warped_labels if warped_labels is not None else result.apply(moving_labels)
+        jobs.append((partial(save_image, dtype=labels_dtype), (labels, out / WARPED_LABELS)))
     with torch.no_grad():
         if result.field is not None:  # already on the fixed grid: written as it is
             jobs.append((write_transform, (result.field, out / FIELD)))
         else:
-            jobs.append((partial(write_transform, reference=result.reference), (result.transform, out / FIELD)))
+            jobs.append((partial(write_transform, reference=result.grid), (result.transform, out / FIELD)))
         jobs.append((write_transform, (result.transform, out / NATIVE)))
         chain = list(result.transform.transforms) if isinstance(result.transform, Compose) else [result.transform]
         # the whole inverse (moving -> fixed), the parts' inverses in reverse order: an SVF's is
@@ -108,11 +114,10 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
         if result.affine is not None and chain and chain[-1] is result.affine:
             jobs.append((write_transform, (result.affine, out / AFFINE)))
             if len(chain) > 1:
-                ref = result.reference
                 part = _deformable_part(result, chain)  # float32
                 jobs.append((write_transform, (part, out / WARP)))
                 part_inverse = inverse_chain[1] if len(inverse_chain) == 2 else Compose(*inverse_chain[1:])
-                jobs.append((partial(write_transform, reference=ref), (part_inverse, out / INVERSE_WARP)))
+                jobs.append((partial(write_transform, reference=result.grid), (part_inverse, out / INVERSE_WARP)))
         if moving_grid is not None:
             jobs.append((partial(write_transform, reference=moving_grid), (inverse, out / INVERSE_FIELD)))
     jobs.append((write_text, (out / LOG_JSON, json.dumps(result.log, indent=1, default=str))))
@@ -129,13 +134,13 @@ def _deformable_part(result, chain):
     from regkit import space
     from regkit.transforms import Compose, DisplacementField, to_displacement_field
 
-    ref, field = result.reference, result.field
-    if field is None or tuple(field.shape) != tuple(ref.shape) or not torch.allclose(field.affine.double(), ref.affine.double()):
-        return to_displacement_field(Compose(*chain[:-1]), ref.affine, ref.shape)
+    grid, field = result.grid, result.field
+    if field is None or tuple(field.shape) != tuple(grid.shape) or not torch.allclose(field.affine.double(), grid.affine.double()):
+        return to_displacement_field(Compose(*chain[:-1]), grid.affine, grid.shape)
     inverse_affine = torch.linalg.inv(result.affine.homogeneous().double())
-    x = space.world_grid(ref.affine, ref.shape, dtype=torch.float32)
+    x = space.world_grid(grid.affine, grid.shape, dtype=torch.float32)
     mapped = space.apply_matrix(inverse_affine, x + field.displacement[0].movedim(0, -1))
-    return DisplacementField(mapped.sub_(x).movedim(-1, 0).contiguous(), ref.affine)
+    return DisplacementField(mapped.sub_(x).movedim(-1, 0).contiguous(), grid.affine)
 
 
 def _run_writes(jobs: List[Tuple[Callable[..., Path], tuple]], force: bool, workers: int = 2) -> List[Path]:

@@ -1,4 +1,9 @@
-"""What is wrong with a file that should be safetensors (checkpoints, regkit transform files).
+"""safetensors files (regkit's transform files and cascade checkpoints): the one writer, and what
+is wrong with a file that should be one.
+
+Both formats are tensors plus string metadata (each format its own keys: ``format``/``version``
+for transforms, ``format``/``format_version`` plus JSON values for checkpoints; files already
+written keep them). :func:`write_safetensors` writes either, atomically.
 
 A safetensors file is an 8-byte little-endian header length ``n``, a JSON header of ``n`` bytes
 (each tensor's ``data_offsets`` into the data that follows) and the data. An interrupted copy or
@@ -9,9 +14,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
+
+from regkit.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors reader's own limit
+
+
+def write_safetensors(path: Union[str, Path], tensors: Dict[str, "torch.Tensor"], metadata: Dict[str, str],
+                      force: bool = False) -> Path:
+    """Write ``tensors`` (each as a contiguous CPU copy; one that shares its storage with an earlier
+    one is cloned, which safetensors requires) and ``metadata`` (strings) to ``path`` atomically
+    (:func:`regkit.io.atomic.atomic_path`: a crash never leaves a half-written file)."""
+    from safetensors.torch import save_file
+
+    flat, storages = {}, set()
+    for name, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        storage = t.untyped_storage().data_ptr()
+        flat[name] = t.clone() if storage in storages else t
+        storages.add(storage)
+    p = Path(path)
+    with atomic_path(p, force) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+    return p
 
 
 def truncation_problem(path: Union[str, Path]) -> Optional[str]:

@@ -21,16 +21,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from regkit import space
 from regkit.errors import InputError
+from regkit.grid import Grid
 from regkit.image import Image
 from regkit.io import itk, validate
-from regkit.io.atomic import atomic_path
 from regkit.io.images import check_input_file
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
 
 PathLike = Union[str, Path]
-Reference = Union[Image, Tuple[object, Sequence[int]], None]
+Reference = Union[Image, Grid, Tuple[object, Sequence[int]], None]
 
 NATIVE_SUFFIX = ".regkit.safetensors"
 FORMAT_NAME = "regkit-transform"
@@ -48,7 +47,7 @@ def _tensor(t: torch.Tensor) -> torch.Tensor:
 
 def write_native(transform: Transform, path: PathLike, force: bool = False) -> Path:
     """Write ``transform`` (one transform or a :class:`Compose` chain) as ``*.regkit.safetensors``."""
-    from safetensors.torch import save_file
+    from regkit.io.safetensors_files import write_safetensors
 
     tensors: Dict[str, torch.Tensor] = {}
     steps: List[dict] = []
@@ -75,10 +74,7 @@ def write_native(transform: Transform, path: PathLike, force: bool = False) -> P
         "world": "RAS_mm",
         "chain": json.dumps(steps),
     }
-    p = Path(path)
-    with atomic_path(p, force) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return p
+    return write_safetensors(path, tensors, metadata, force)
 
 
 def read_native(path: PathLike) -> Transform:
@@ -223,12 +219,11 @@ def read_transform_chain(paths: Sequence[PathLike], reference: Optional[PathLike
 
 def _reference_grid(reference: Reference, transform: Transform, path: PathLike):
     if isinstance(reference, Image):
-        return reference.affine, reference.shape
+        return reference.grid
     if reference is not None:
-        affine, shape = reference
-        return space.grid_of(affine, shape)
+        return Grid.of(*reference)
     if isinstance(transform, (DisplacementField, VelocityField)):
-        return transform.affine, transform.shape
+        return transform.grid
     raise InputError("writing this transform as a displacement field needs a reference grid (the fixed image)", path)
 
 
@@ -261,8 +256,8 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
         transform: fixed → moving (RAS mm); a :class:`Compose` chain is allowed.
         path: ``*.regkit.safetensors`` (any chain, exact), ``.mat``/``.tfm``/``.txt`` (affine
             only) or ``.nii.gz``/``.nii``/``.mha``/``.nrrd`` (a displacement field).
-        reference: grid of a written displacement field — an :class:`Image` or
-            ``(affine, shape)``; not needed for a lone displacement or velocity field (its
+        reference: grid of a written displacement field — an :class:`Image`, a
+            :class:`~regkit.grid.Grid` or ``(affine, shape)``; not needed for a lone displacement or velocity field (its
             own grid).
     """
     kind = transform_kind(path)

@@ -1,8 +1,7 @@
 """Similarity losses and regularisers shared by :mod:`regkit.optimize` and the learned cascade.
 
 All return a scalar to MINIMISE; see :mod:`regkit.losses.similarity` and
-:mod:`regkit.losses.regularization` for units and conventions. Nothing here imports MONAI
-(``import monai`` costs seconds; see the similarity module's docstring).
+:mod:`regkit.losses.regularization` for units and conventions. Nothing here imports MONAI.
 """
 from regkit.losses.regularization import (
     affine_l2, bending_energy, diffusion, folding_penalty, get_regularizer, jacobian_determinant,

@@ -7,10 +7,8 @@ are physical (mm/mm, 1/mm) and do not change with the grid resolution. :func:`di
 rotation of the grid leaves unchanged, so the spacing is all they need even on oblique or flipped
 grids. The Jacobian determinant needs the direction too and takes the grid's affine.
 
-MONAI's ``DiffusionLoss`` / ``BendingEnergyLoss`` work in voxel units (no spacing, so they are
-not physical on anisotropic grids) and are slower here (forward + backward on a 3×100×120×100
-field, 1 thread on a shared machine: diffusion ~55–65 vs ~95–120 ms, bending ~140–170 vs
-~300–350 ms); MONAI has no physical-space Jacobian. Importing MONAI also costs seconds, so this module does not.
+(MONAI's ``DiffusionLoss`` / ``BendingEnergyLoss`` work in voxel units, not physical ones on
+anisotropic grids: benchmarks/README.md, "Why not MONAI's".)
 """
 from __future__ import annotations
 

@@ -5,29 +5,17 @@ Python loop over voxels or channels. ``fixed`` and ``warped`` must have the same
 (optional) is a non-negative weight per voxel, ``(N, 1 | C, X, Y, Z)`` or broadcastable to the
 images, and turns every mean over voxels into a weighted mean.
 
-Why not MONAI's losses (measured with ``benchmarks/bench_losses.py``, 100×120×100, forward +
-backward, gradient on the warped image; CPU ms of 1 thread on a 2-core machine shared with other
-jobs, so only the ratios are meaningful)
-------------------------------------------------------------------------------------------------
-* ``import monai`` alone costs 3.5–5 s here, more than the optimiser's whole time budget for a
-  2 mm brain; nothing in this module imports MONAI.
-* LNCC, window 5 / 9: regkit ~50–80 / ~65–75 ms, MONAI ``LocalNormalizedCrossCorrelationLoss``
-  (rectangular) ~200–220 / ~750–950 ms (3 runs). MONAI convolves each moment with a 1-D kernel
-  per axis and lets autograd go back through all five; here the box sum is shifted-view additions
-  with a doubling scheme (log2(k) adds per axis), the backward pass is written by hand and the fixed
-  image's moments are reused between calls (see :func:`local_ncc_squared`). MONAI also
-  zero-pads, which biases windows at the border; here only windows inside the image count.
-* MI, 32 bins: regkit ~40–50 ms, MONAI ``GlobalMutualInformationLoss`` ~11 000 ms (b-spline) /
-  ~5 500 ms (gaussian): MONAI builds dense voxels × bins Parzen weights for both images and
-  multiplies them; here the fixed image is binned (as ITK's Mattes MI) and the warped image's
-  4 B-spline taps are scatter-added.
-* MIND-SSC is not in MONAI; MSE is one line.
+LNCC's box sums are shifted-view additions with a doubling scheme (log2(k) adds per axis), its
+backward pass is written by hand and the fixed image's moments are reused between calls
+(:func:`local_ncc_squared`); only windows inside the image count (no zero padding). MI bins the
+fixed image (as ITK's Mattes MI) and scatter-adds the warped image's 4 B-spline taps. Nothing here
+imports MONAI (its losses against these: benchmarks/README.md, "Why not MONAI's").
 """
 from __future__ import annotations
 
-import functools
+import inspect
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -534,16 +522,36 @@ def mind(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None, radius: i
 
 
 # ----------------------------------------------------------------------------- by name
-SIMILARITIES: dict = {}
+def similarity_function(name: str) -> Callable[..., Tensor]:
+    """The loss that :data:`regkit.similarities.METRICS` names ``name`` (any case)."""
+    from regkit.similarities import similarity_metric
+
+    return globals()[similarity_metric(name).function]
 
 
-def get_similarity(name: str, **kwargs) -> Callable[..., Tensor]:
-    """The loss called ``name`` (``lncc``, ``mse``, ``mi``, ``mind``) with ``kwargs`` bound,
-    as ``f(fixed, warped, mask=None) -> scalar``. Example: ``get_similarity("lncc", window=7)``."""
-    key = name.lower()
-    if key not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {name!r}; choose one of {', '.join(sorted(SIMILARITIES))}")
-    return functools.partial(SIMILARITIES[key], **kwargs)
+def similarity_options(name: str) -> Dict[str, inspect.Parameter]:
+    """The typed options of similarity ``name``: its loss's parameters after ``fixed``, ``warped``
+    and ``mask`` (name → :class:`inspect.Parameter`, with default and annotation)."""
+    parameters = inspect.signature(similarity_function(name)).parameters
+    return {k: p for k, p in parameters.items() if k not in ("fixed", "warped", "mask")}
 
 
-SIMILARITIES.update({"lncc": lncc, "mse": mse, "mi": mutual_information, "mind": mind})
+def check_similarity_options(name: str, options: Dict[str, Any]) -> None:
+    """ValueError for a similarity name or an option it does not take."""
+    accepted = similarity_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"similarity_options {unknown} are not options of {name} ({', '.join(sorted(accepted))})")
+
+
+def get_similarity(name: str, **options) -> Callable[..., Tensor]:
+    """The loss called ``name`` (:data:`regkit.similarities.METRIC_NAMES`: ``lncc``, ``mse``,
+    ``mi``, ``mind``) with ``options`` bound, as ``f(fixed, warped, mask=None) -> scalar``.
+    Example: ``get_similarity("lncc", window=7)``."""
+    function = similarity_function(name)
+    check_similarity_options(name, options)
+
+    def loss(fixed: Tensor, warped: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return function(fixed, warped, mask=mask, **options)
+
+    return loss

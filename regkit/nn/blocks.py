@@ -5,10 +5,8 @@ affine parameters, then leaky ReLU 0.2) and :class:`UNet` is MONAI's ``UNet`` wi
 ``num_res_units=0`` — module for module, with the same parameter names, so checkpoints trained
 with either load into the other; ``tests/test_nn_blocks.py`` pins them to MONAI's outputs.
 
-Why not import MONAI's: ``import monai`` pulls matplotlib, pandas and scipy and costs ~3 s per
-process on these machines (``python -X importtime``), five times the cascade's whole inference
-on 2 CPU cores, and ``regkit register --model`` runs one process per pair. Training still uses
-MONAI where it helps (``monai.losses.DiceLoss``).
+Inference never imports MONAI (``regkit register --model`` runs one process per pair; the cost of
+``import monai``: benchmarks/README.md, "Why not MONAI's").
 """
 from __future__ import annotations
 

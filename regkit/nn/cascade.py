@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regkit.nn.config import ModelConfig
-from regkit.nn.grid import canonical_grid_affine, pooled_grid_affine, shifted
+from regkit.nn.grid import canonical_grid_affine, shifted
 from regkit.nn.networks import AffineNet, FieldNet, KeypointAffineNet
+from regkit.pyramid import average_pooled, pooled_grid_affine
 from regkit.resample import warp
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform, VelocityField
 
@@ -75,7 +75,7 @@ class CascadeNet(nn.Module):
         levels = {1: (moving, fixed)}
         for scale in self._scales():
             if scale not in levels:
-                levels[scale] = (F.avg_pool3d(moving, scale), F.avg_pool3d(fixed, scale))
+                levels[scale] = (average_pooled(moving, scale), average_pooled(fixed, scale))
         out: Dict[str, Tensor] = {}
         chain: List[Transform] = []
         if self.affine_net is not None:

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from regkit.errors import InputError, describe_validation_error
-from regkit.io.atomic import atomic_path
 from regkit.nn.config import ModelConfig
 
 FORMAT = "regkit-cascade-checkpoint"
@@ -63,18 +62,13 @@ def versions() -> Dict[str, str]:
 
 
 def write_checkpoint(path: PathLike, tensors: Dict[str, Tensor], metadata: Dict[str, object], force: bool = True) -> Path:
-    """Write tensors + metadata atomically (a crash never leaves a half-written checkpoint)."""
-    from safetensors.torch import save_file
+    """Write tensors + metadata (each value JSON-encoded) atomically (a crash never leaves a
+    half-written checkpoint)."""
+    from regkit.io.safetensors_files import write_safetensors
 
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions()}
     meta.update(metadata)
-    encoded = {k: json.dumps(v) for k, v in meta.items()}
-    # safetensors refuses views sharing storage; every tensor gets its own contiguous CPU copy
-    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    p = Path(path)
-    with atomic_path(p, force) as tmp:
-        save_file(flat, str(tmp), metadata=encoded)
-    return p
+    return write_safetensors(path, tensors, {k: json.dumps(v) for k, v in meta.items()}, force)
 
 
 def read_checkpoint(path: PathLike) -> Checkpoint:

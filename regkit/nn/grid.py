@@ -29,15 +29,6 @@ def canonical_grid_affine(shape: Sequence[int], spacing_mm: float) -> Tensor:
     return a
 
 
-def pooled_grid_affine(affine: Tensor, factor: int) -> Tensor:
-    """Affine of a grid average-pooled by ``factor``: coarse voxel i covers fine voxels
-    ``factor*i .. factor*i + factor - 1``, so its centre is fine index ``factor*i + (factor-1)/2``."""
-    scale = torch.eye(4, dtype=torch.float64)
-    scale[:3, :3] *= factor
-    scale[:3, 3] = (factor - 1) / 2.0
-    return space.as_affine(affine) @ scale
-
-
 def shifted(affine: Tensor, offset_mm: Tensor) -> Tensor:
     """``affine`` with its world coordinates translated by ``offset_mm`` (3,)."""
     a = space.as_affine(affine).clone()

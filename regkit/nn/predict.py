@@ -21,9 +21,8 @@ def prepare_pair(model, moving: Image, fixed: Image, device="cpu") -> Tuple[torc
     network only predicts what is left). Training places its boxes the same way
     (:class:`regkit.train.data.PairDataset`).
 
-    Without it the box sat at the centre of the fixed FIELD OF VIEW with both images in it: a
-    fixed image padded with background, or a moving one 50 mm away, put the anatomy off the box
-    (dev2mm, 4 pairs: Dice 0.82 -> 0.65 / 0.59; with the centres of mass 0.82 in all three).
+    (A box at the centre of the fixed FIELD OF VIEW put the anatomy off the box for a padded fixed
+    image or a distant moving one: benchmarks/README.md, "Measurements behind design choices".)
 
     Returns ``(moving (1,C,X,Y,Z), fixed (1,C,X,Y,Z), fixed centre (3,), moving centre (3,))``,
     centres in world mm: network point ``p`` is fixed world ``p + fixed centre`` and moving world

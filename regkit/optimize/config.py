@@ -15,8 +15,8 @@ from pydantic import Field, ValidationError
 
 from regkit.config import StrictModel, yaml_settings
 from regkit.errors import InputError, describe_validation_error
+from regkit.similarities import METRIC_NAMES, Metric
 
-Metric = Literal["lncc", "mse", "mi", "mind"]
 
 
 #: bounds that keep a config's numbers from overflowing grid sizes or asking for endless work
@@ -71,7 +71,7 @@ class RegistrationConfig(StrictModel):
     lncc_window: int = Field(5, ge=3, description="LNCC window (voxels) in the deformable stage")
     mi_bins: int = Field(32, ge=4)
     metric_weights: Dict[Metric, float] = Field(
-        default_factory=lambda: {"lncc": 1.0, "mse": 1.0, "mi": 1.0, "mind": 1.0},
+        default_factory=lambda: {name: 1.0 for name in METRIC_NAMES},
         description="similarity multiplier per metric, so one regularisation weight suits all")
     crop_margin_mm: Optional[float] = Field(12.0, ge=0, le=MAX_MM, description="crop the working grid to the fixed foreground + margin (null: no crop)")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the cores this process may use, at most 8; see register.cpu_threads)")

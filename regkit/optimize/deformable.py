@@ -27,7 +27,7 @@ from regkit.optimize.config import DeformableStage, RegistrationConfig
 from regkit.optimize.levels import Level
 from regkit.optimize.loop import run_adam
 from regkit.optimize.objective import Similarity, folding_penalty, regularizer
-from regkit.pyramid import Grid
+from regkit.grid import Grid
 from regkit.transforms import AffineTransform, DisplacementField, Transform, VelocityField, sample_field, scaling_and_squaring
 
 

@@ -17,8 +17,8 @@ from torch import Tensor
 from regkit import space
 from regkit.image import Image
 from regkit.intensity import robust_normalize
-from regkit.pyramid import Grid, coarsened_image, cropped_grid, grid_of_image, image_on_grid, resized_grid
-from regkit.resample import warp
+from regkit.grid import Grid
+from regkit.pyramid import coarsened_image, cropped_grid, grid_of_image, image_on_grid, resized_grid
 
 
 EDGE_MARGIN_VOXELS = 3.0
@@ -58,7 +58,7 @@ class Level:
         return space.world_to_normalized_matrix(self.moving_affine, self.moving.shape[2:])
 
     def sample_moving(self, grid: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """Like :meth:`warp_moving` from grid_sample coordinates ``(1, X, Y, Z, 3)`` of the moving
+        """The moving copy sampled at grid_sample coordinates ``(1, X, Y, Z, 3)`` of the moving
         copy, plus the similarity weight: the fixed mask × the warped moving mask; without a
         moving mask, 0 where a point falls outside the moving image or within
         :data:`EDGE_MARGIN_VOXELS` of its edge.
@@ -95,15 +95,6 @@ class Level:
             limit = 1.0 - 2.0 * margin / span
             self._limit = limit
         return limit
-
-    def warp_moving(self, points: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """Moving copy sampled at world points ``(1, X, Y, Z, 3)`` (one grid_sample), plus the
-        similarity mask (fixed mask × warped moving mask) or None."""
-        warped = warp(self.moving, self.moving_affine, points, mode="linear", padding_mode="zeros")
-        if self.moving_mask is None:
-            return warped, self.mask
-        m = warp(self.moving_mask, self.moving_affine, points, mode="linear", padding_mode="zeros")
-        return warped, m if self.mask is None else m * self.mask
 
 
 LEVEL_MARGIN_VOXELS = 4.0

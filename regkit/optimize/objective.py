@@ -10,18 +10,14 @@ Similarity = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
 def similarity(metric: str, lncc_window: int = 5, mi_bins: int = 32) -> Similarity:
-    """``f(fixed, warped, mask) -> scalar to minimise`` for ``metric`` in lncc|mse|mi|mind."""
-    from regkit.losses import similarity as sim
+    """``f(fixed, warped, mask) -> scalar to minimise`` for ``metric`` (:data:`regkit.similarities.METRICS`),
+    its options taken from the optimiser's settings of those names (``lncc_window``, ``mi_bins``)."""
+    from regkit.losses.similarity import get_similarity
+    from regkit.similarities import similarity_metric
 
-    if metric == "lncc":
-        return lambda f, w, m=None: sim.lncc(f, w, window=lncc_window, mask=m)
-    if metric == "mse":
-        return lambda f, w, m=None: sim.mse(f, w, mask=m)
-    if metric == "mi":
-        return lambda f, w, m=None: sim.mutual_information(f, w, bins=mi_bins, mask=m)
-    if metric == "mind":
-        return lambda f, w, m=None: sim.mind(f, w, mask=m)
-    raise ValueError(f"unknown metric {metric!r}")
+    settings = {"lncc_window": lncc_window, "mi_bins": mi_bins}
+    options = {option: settings[setting] for setting, option in similarity_metric(metric).optimizer_settings.items()}
+    return get_similarity(metric, **options)
 
 
 def regularizer(name: str) -> Callable[[Tensor, Tensor], Tensor]:

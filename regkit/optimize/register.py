@@ -6,7 +6,6 @@ The result maps FIXED world points to MOVING world points (mm, RAS):
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -15,8 +14,10 @@ import torch
 
 from regkit import space
 from regkit.errors import InputError, RegistrationError
+from regkit.grid import Grid
 from regkit.image import Image
 from regkit.checks import check_mask_not_empty
+from regkit.devices import cpu_threads, resolve_device
 from regkit.optimize.affine import as_affine_transform, initial_affine, optimize_affine, search_rotations
 from regkit.optimize.config import DeformableStage, RegistrationConfig, load_config
 from regkit.optimize.deformable import optimize_deformable
@@ -50,41 +51,17 @@ class RegistrationResult:
     affine: Optional[Transform] = None
     field: Optional[DisplacementField] = None
 
+    @property
+    def grid(self) -> Grid:
+        """The fixed grid: where :attr:`warped`, :attr:`field` and every written field live."""
+        return self.reference.grid
+
     def apply(self, image: Image, mode: Optional[str] = None, default_value: float = 0.0) -> Image:
         """Resample ``image`` (in moving space) on the fixed grid; ``mode`` defaults to nearest
         for label images and linear otherwise; ``default_value`` outside ``image`` (not for labels)."""
         transform = self.field if self.field is not None else self.transform
         with torch.no_grad():
             return resample(image, transform.to(image.device), self.reference, mode=mode, default_value=default_value)
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but no CUDA GPU is available (use 'cpu' or 'auto')")
-    return torch.device(device)
-
-
-def cpu_threads() -> int:
-    """Threads for the CPU when the config does not set ``threads``: every core this process may
-    use (its affinity), at most :data:`MAX_DEFAULT_THREADS` — a number fixed by the machine, never
-    by its current load, so the same command and seed give the same result (float reductions
-    split over another number of threads round differently: up to 0.15 mm between runs were
-    measured when the count followed the load). ``OMP_NUM_THREADS``, when set, is used instead. On a
-    machine busy with other work, fewer threads are far faster (``--threads 1``; measured on 2 cores
-    at load 11: a 6 mm affine level 0.3 s idle, 76 s on 2 threads): torch synchronises its threads
-    after every small operation."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    chosen = os.environ.get("OMP_NUM_THREADS", "").strip()  # the user's own fixed choice, as torch/OpenMP read it
-    if chosen.isdigit() and int(chosen) > 0:
-        return int(chosen)
-    return max(1, min(cores, MAX_DEFAULT_THREADS))
-
-
-MAX_DEFAULT_THREADS = 8
-"""The default's cap, so a large server is not taken whole by one registration (``--threads``
-for more)."""
 
 
 def _check_inputs(moving: Image, fixed: Image) -> None:
@@ -135,60 +112,15 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     if dev.type == "cpu":
         torch.set_num_threads(cfg.threads or cpu_threads())
 
-    fixed_n, moving_n = _normalized(fixed), _normalized(moving)
-    extent = foreground_extent(fixed_n) if cfg.crop_margin_mm is not None else None
-    box = box_around(fixed_n, extent, cfg.crop_margin_mm)
-    scale = anatomy_scale(cfg, box)
-    if scale < 1.0:  # e.g. a mouse brain: the preset's lengths are for human anatomy
-        cfg = scaled_lengths(cfg, scale)
-        box = box_around(fixed_n, extent, cfg.crop_margin_mm)
+    levels = _Levels(fixed, moving, cfg, dev, fixed_mask, moving_mask)
+    cfg = levels.cfg  # lengths scaled for small anatomy
     log: Dict[str, Any] = {"config": cfg.model_dump(), "device": str(dev), "seed": seed, "threads": torch.get_num_threads(),
                            "fixed_shape": list(fixed.shape), "moving_shape": list(moving.shape),
-                           "working_box": list(box.shape), "levels": []}
-    if scale < 1.0:
-        log["length_scale"] = round(scale, 4)
+                           "working_box": list(levels.box.shape), "levels": []}
+    if levels.scale < 1.0:
+        log["length_scale"] = round(levels.scale, 4)
 
-    levels_by_spacing: Dict[float, Any] = {}
-
-    def level(spacing):  # built once per spacing (the affine and deformable stages share 4 mm)
-        if spacing not in levels_by_spacing:  # fine levels crop closer to the foreground (level_margin_mm)
-            level_box = box_around(fixed_n, extent, level_margin_mm(cfg.crop_margin_mm, spacing))
-            levels_by_spacing[spacing] = make_level(fixed_n, moving_n, level_box, spacing, dev, fixed_mask, moving_mask)
-        return levels_by_spacing[spacing]
-
-    # --- affine stage (or the given start)
-    start_affine = as_affine_transform(initial_transform)
-    warm = velocity_start(initial_transform) if cfg.deformable.model == "svf" and cfg.deformable.enabled else None
-    outer: Transform
-    affine: Optional[Transform] = None
-    initial_velocity = None
-    if warm is not None:  # e.g. a learned cascade's SVFs + affine: the optimiser's own model, warm-started
-        initial_velocity, start = warm
-        outer = affine = _float_copy(start).to(dev)
-        log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
-    elif initial_transform is not None and start_affine is None:
-        outer = initial_transform.to(dev)
-        for p in outer.parameters():
-            p.requires_grad_(False)
-        log["initial_transform"] = type(initial_transform).__name__
-        if isinstance(outer, Compose) and isinstance(outer.transforms[-1], AffineTransform):
-            affine = outer.transforms[-1]  # e.g. a learned cascade's affine: written as affine.mat + warp.nii.gz
-    else:
-        aff_levels = [level(l.spacing_mm) for l in cfg.affine.levels] if cfg.affine.enabled else []
-        if start_affine is not None:
-            aff = _float_copy(start_affine)
-        else:
-            aff = initial_affine(aff_levels[0] if aff_levels else level(6.0), cfg.affine.init)
-        if aff_levels:
-            sim_aff = similarity(cfg.metric, cfg.affine.lncc_window, cfg.mi_bins)
-            if start_affine is None and cfg.affine.rotation_search_deg:  # not from a user's start
-                aff, log["rotation_search"] = search_rotations(aff_levels[0], aff, sim_aff, cfg.affine, cfg)
-                aff = aff.to(dev)
-            aff, logs = optimize_affine(aff_levels, aff, sim_aff, cfg.affine, cfg, progress)
-            log["levels"].extend(logs)
-            _check_overlap(aff_levels[-1], aff)
-        outer = affine = aff.to(dev)
-
+    outer, affine, initial_velocity = _start(initial_transform, levels, cfg, dev, log, progress)
     if "initial_transform" in log:  # the given start replaced the affine stage: do not log its settings as run
         log["config"]["affine"]["enabled"] = False
 
@@ -196,7 +128,7 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     transform: Transform = outer
     if cfg.deformable.enabled and cfg.deformable.levels:
         stage = levels_finer_each_time(cfg.deformable, float(space.spacing(fixed.affine).min()))
-        def_levels = [level(l.spacing_mm) for l in stage.levels]
+        def_levels = [levels.at(l.spacing_mm) for l in stage.levels]
         sim_def = similarity(cfg.metric, cfg.lncc_window, cfg.mi_bins)
         deformable, logs = optimize_deformable(def_levels, outer, sim_def, stage, cfg, initial=initial_velocity, progress=progress)
         log["levels"].extend(logs)
@@ -214,6 +146,80 @@ def register(moving: Image, fixed: Image, config=None, device: Optional[str] = N
     log["total_seconds"] = round(time.perf_counter() - t_start, 3)
     log["final_loss"] = log["levels"][-1]["loss"][-1] if log["levels"] and log["levels"][-1]["loss"] else None
     return RegistrationResult(transform, warped, fixed, log, affine.cpu() if affine is not None else None, dense)
+
+
+class _Levels:
+    """The pyramid levels of one registration, each built once per spacing (the affine and
+    deformable stages share 4 mm) on the normalised images, cropped to the fixed foreground box
+    (fine levels closer to it: :func:`level_margin_mm`). ``cfg``: the settings, their lengths
+    scaled by ``scale`` when the anatomy is small (:func:`anatomy_scale`)."""
+
+    def __init__(self, fixed: Image, moving: Image, cfg: RegistrationConfig, device, fixed_mask, moving_mask):
+        self.fixed_n, self.moving_n = _normalized(fixed), _normalized(moving)
+        self.extent = foreground_extent(self.fixed_n) if cfg.crop_margin_mm is not None else None
+        self.box = box_around(self.fixed_n, self.extent, cfg.crop_margin_mm)
+        self.scale = anatomy_scale(cfg, self.box)
+        if self.scale < 1.0:  # e.g. a mouse brain: the preset's lengths are for human anatomy
+            cfg = scaled_lengths(cfg, self.scale)
+            self.box = box_around(self.fixed_n, self.extent, cfg.crop_margin_mm)
+        self.cfg, self.device, self.masks = cfg, device, (fixed_mask, moving_mask)
+        self._by_spacing: Dict[float, Any] = {}
+
+    def at(self, spacing: float):
+        """The level of ``spacing`` mm."""
+        if spacing not in self._by_spacing:
+            level_box = box_around(self.fixed_n, self.extent, level_margin_mm(self.cfg.crop_margin_mm, spacing))
+            self._by_spacing[spacing] = make_level(self.fixed_n, self.moving_n, level_box, spacing, self.device, *self.masks)
+        return self._by_spacing[spacing]
+
+
+def _start(initial_transform: Optional[Transform], levels: _Levels, cfg: RegistrationConfig, dev, log: Dict[str, Any],
+           progress: bool):
+    """``(outer, affine, initial velocity)``: the transform the deformable stage refines in front
+    of, its affine part (None when there is none) and the SVF to warm-start from (or None).
+
+    Three ways: a given SVF chain (a learned cascade's SVFs + affine) warm-starts the optimiser's
+    own velocity in front of its affine; any other non-affine start stays a fixed outer
+    transform; otherwise the affine stage runs (from a given affine, or initialised by
+    ``affine.init``). ``log`` records the start and the affine levels."""
+    start_affine = as_affine_transform(initial_transform)
+    warm = velocity_start(initial_transform) if cfg.deformable.model == "svf" and cfg.deformable.enabled else None
+    if warm is not None:  # e.g. a learned cascade's SVFs + affine: the optimiser's own model, warm-started
+        initial_velocity, start = warm
+        outer = _float_copy(start).to(dev)
+        log["initial_transform"] = f"{type(initial_transform).__name__} (velocity warm start)"
+        return outer, outer, initial_velocity
+    if initial_transform is not None and start_affine is None:
+        outer = initial_transform.to(dev)
+        for p in outer.parameters():
+            p.requires_grad_(False)
+        log["initial_transform"] = type(initial_transform).__name__
+        affine = None
+        if isinstance(outer, Compose) and isinstance(outer.transforms[-1], AffineTransform):
+            affine = outer.transforms[-1]  # e.g. a learned cascade's affine: written as affine.mat + warp.nii.gz
+        return outer, affine, None
+    return (*_affine_stage(start_affine, levels, cfg, dev, log, progress), None)
+
+
+def _affine_stage(start_affine: Optional[AffineTransform], levels: _Levels, cfg: RegistrationConfig, dev,
+                  log: Dict[str, Any], progress: bool):
+    """The affine stage: ``(affine, affine)`` optimised from ``start_affine`` or from
+    ``affine.init`` (after the rotation search, when configured), its levels' logs added to ``log``."""
+    aff_levels = [levels.at(l.spacing_mm) for l in cfg.affine.levels] if cfg.affine.enabled else []
+    if start_affine is not None:
+        aff = _float_copy(start_affine)
+    else:
+        aff = initial_affine(aff_levels[0] if aff_levels else levels.at(6.0), cfg.affine.init)
+    if aff_levels:
+        sim_aff = similarity(cfg.metric, cfg.affine.lncc_window, cfg.mi_bins)
+        if start_affine is None and cfg.affine.rotation_search_deg:  # not from a user's start
+            aff, log["rotation_search"] = search_rotations(aff_levels[0], aff, sim_aff, cfg.affine, cfg)
+            aff = aff.to(dev)
+        aff, logs = optimize_affine(aff_levels, aff, sim_aff, cfg.affine, cfg, progress)
+        log["levels"].extend(logs)
+        _check_overlap(aff_levels[-1], aff)
+    affine = aff.to(dev)
+    return affine, affine
 
 
 REFERENCE_EXTENT_MM = 150.0

@@ -77,17 +77,9 @@ class LossConfig(StrictModel):
     @model_validator(mode="after")
     def _known_similarity(self) -> "LossConfig":
         """An unknown similarity or option failed at the first training step, as an internal error."""
-        import inspect
+        from regkit.losses.similarity import check_similarity_options
 
-        from regkit.losses.similarity import SIMILARITIES
-
-        function = SIMILARITIES.get(self.similarity.lower())
-        if function is None:
-            raise ValueError(f"unknown similarity {self.similarity!r}; choose one of {', '.join(sorted(SIMILARITIES))}")
-        accepted = set(inspect.signature(function).parameters) - {"fixed", "warped", "mask"}
-        unknown = sorted(set(self.similarity_options) - accepted)
-        if unknown:
-            raise ValueError(f"similarity_options {unknown} are not options of {self.similarity} ({', '.join(sorted(accepted))})")
+        check_similarity_options(self.similarity, self.similarity_options)
         return self
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from regkit import space
+from regkit.grid import Grid
 from regkit.transforms.base import Transform
 
 
@@ -87,6 +88,11 @@ class DisplacementField(Transform):
     @property
     def shape(self) -> Sequence[int]:
         return tuple(self.displacement.shape[2:])
+
+    @property
+    def grid(self) -> Grid:
+        """The grid the displacement is stored on."""
+        return Grid(self.affine, tuple(self.shape))
 
     @property
     def batch_size(self):

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from regkit import space
+from regkit.grid import Grid
 from regkit.transforms.base import Transform
 from regkit.transforms.field import DisplacementField
 
@@ -67,6 +68,11 @@ class VelocityField(Transform):
     @property
     def shape(self) -> Sequence[int]:
         return tuple(self.velocity.shape[2:])
+
+    @property
+    def grid(self) -> Grid:
+        """The grid the velocity is stored on."""
+        return Grid(self.affine, tuple(self.shape))
 
     @property
     def batch_size(self):

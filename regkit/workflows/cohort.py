@@ -40,7 +40,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
     from regkit.errors import RegkitError
     from regkit.io.atomic import write_text
     from regkit.io.images import load_label, stored_integer_dtype
-    from regkit.io.results import check_outputs, write_result
+    from regkit.io.results import check_outputs
+    from regkit.workflows.result_folder import write_registration
     from regkit.io.manifests import read_manifest
 
     mine = rank_share(list(enumerate(read_manifest(Path(manifest)), start=1)))
@@ -57,8 +58,8 @@ def register_cohort(manifest: PathLike, out_dir: PathLike, model: Optional[PathL
         try:
             labels = load_label(pair.moving_labels) if pair.moving_labels is not None else None
             result = _register_pair(pair, net, refine, config, metric, device, default_value, model)
-            write_result(result, out / f"pair{n:03d}", labels, force=force,
-                         labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
+            write_registration(result, out / f"pair{n:03d}", moving_labels=labels, force=force,
+                               labels_dtype=stored_integer_dtype(pair.moving_labels) if labels is not None else None)
             row["seconds"] = result.log["total_seconds"]
             log.info("pair %d (%d of %d): registered in %.1f s -> %s%s", n, count, len(mine), result.log["total_seconds"],
                      out / f"pair{n:03d}", _eta(t_cohort, count, len(mine)))
