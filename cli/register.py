@@ -189,13 +189,9 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
     (a trained cascade's prediction); its time is logged as ``predict_seconds``."""
     t0 = time.perf_counter()
     from regkit.cli.common import resolve_device, setup_logging
-    from regkit.checks import check_has_contrast, check_mask_not_empty
-    from regkit.errors import InputError, RegistrationError
-    from regkit.io.atomic import note_input
-    from regkit.io.images import load_image, load_label, stored_integer_dtype
-    from regkit.optimize import load_config, register
-    from regkit.io.results import check_outputs, summary_line
-    from regkit.workflows.result_folder import write_registration
+    from regkit.io.results import summary_line
+    from regkit.optimize import load_config
+    from regkit.workflows.pair_files import PairFiles, register_files
 
     setup_logging(verbose=verbose, quiet=quiet)
     cfg = load_config(config, metric=metric)  # bad settings fail before any image is read
@@ -203,52 +199,25 @@ def run(moving: Path, fixed: Path, out: Path, moving_labels: Optional[Path] = No
         from regkit.cli.apply import transform_argument
 
         initial_transform_path = transform_argument(initial_transform_path)[0]
-    note_input(moving, fixed, moving_labels, fixed_mask, moving_mask, initial_transform_path)  # never an output, even with --force
-    check_outputs(out, moving_labels is not None, force, qc=qc)
-    moving_img, fixed_img = load_image(moving), load_image(fixed)
-    check_has_contrast(moving_img, moving)
-    check_has_contrast(fixed_img, fixed)
-    labels = load_label(moving_labels) if moving_labels is not None else None
-    fmask = load_label(fixed_mask) if fixed_mask is not None else None
-    mmask = load_label(moving_mask) if moving_mask is not None else None
-    for mask, path in ((fmask, fixed_mask), (mmask, moving_mask)):
-        if mask is not None:
-            check_mask_not_empty(mask, path)
-    _check_memory(fixed_img, moving_img, cfg, fixed)
-    predict_seconds = None
-    if start is not None:
-        t_predict = time.perf_counter()
-        initial_transform = start(moving_img, fixed_img)
-        predict_seconds = time.perf_counter() - t_predict
-    try:
-        result = register(moving_img, fixed_img, config=cfg, device=resolve_device(device), seed=seed,
-                          initial_transform=initial_transform, fixed_mask=fmask, moving_mask=mmask, progress=progress,
-                          default_value=default_value)
-    except RegistrationError as e:  # name the pair: the library does not know the file names
-        raise RegistrationError(f"{moving} -> {fixed}: {e}") from e
-    except InputError as e:  # e.g. "moving image is too small to register"
-        if e.path is not None:
-            raise
-        raise InputError(f"{moving} -> {fixed}: {e}") from e
-    if predict_seconds is not None:  # the optimiser's seconds do not include it; the total does, as in a cohort
-        result.log["predict_seconds"] = round(predict_seconds, 3)
-        result.log["total_seconds"] = round(result.log["total_seconds"] + predict_seconds, 3)
-    if model_name is not None:
-        result.log.update(model=model_name, refine=int(refine))
-    if initial_transform_path is not None:
-        result.log["initial_transform_file"] = str(initial_transform_path)
-    result.log.update(provenance({"moving": moving, "fixed": fixed, "moving_labels": moving_labels, "fixed_mask": fixed_mask,
-                                  "moving_mask": moving_mask, "initial_transform": initial_transform_path}))
-    t_write = time.perf_counter()
-    written = write_registration(result, out, moving_img, labels, qc=qc, force=force, default_value=default_value,
-                                 labels_dtype=stored_integer_dtype(moving_labels) if moving_labels is not None else None)
+    files = PairFiles(moving, fixed, moving_labels, fixed_mask=fixed_mask, moving_mask=moving_mask,
+                      initial_transform=initial_transform_path)
+
+    def log_extra() -> dict:
+        extra = {"model": model_name, "refine": int(refine)} if model_name is not None else {}
+        if initial_transform_path is not None:
+            extra["initial_transform_file"] = str(initial_transform_path)
+        return {**extra, **provenance({"moving": moving, "fixed": fixed, "moving_labels": moving_labels, "fixed_mask": fixed_mask,
+                                       "moving_mask": moving_mask, "initial_transform": initial_transform_path})}
+
+    done = register_files(files, out, cfg, resolve_device(device), seed, initial_transform, start, qc, progress,
+                          force, default_value, log_extra)
     if verbose:
         from regkit.io.results import log_text
 
-        typer.echo(log_text(result.log).rstrip("\n"), err=True)
+        typer.echo(log_text(done.result.log).rstrip("\n"), err=True)
     if not quiet:
-        typer.echo(summary_line(result.log, out, len(written), time.perf_counter() - t0,
-                                write_seconds=time.perf_counter() - t_write, moving=moving, fixed=fixed), err=True)
+        typer.echo(summary_line(done.result.log, out, len(done.written), time.perf_counter() - t0,
+                                write_seconds=done.write_seconds, moving=moving, fixed=fixed), err=True)
         note = swapped_note(moving, fixed)
         if note:
             typer.echo(note, err=True)
@@ -302,18 +271,3 @@ def provenance(inputs) -> dict:
     versions["python"] = sys.version.split()[0]
     ours = Path(sys.argv[0]).name in ("regkit", "__main__.py")  # the script, or python -m regkit.cli
     return {"command_line": shlex.join(["regkit", *sys.argv[1:]] if ours else sys.argv), "inputs": files, "versions": versions}
-
-
-def _check_memory(fixed_img, moving_img, cfg, path: Path) -> None:
-    """Refuse early (exit 3) when the finest level would not fit in memory."""
-    try:
-        from regkit import resources
-    except ImportError:  # optional module
-        return
-    spacing = min(fixed_img.spacing)
-    scale = lambda s: [max(2, int(n * spacing / max(s, spacing)) + 1) for n in fixed_img.shape]  # noqa: E731
-    levels = [scale(l.spacing_mm) for l in cfg.deformable.levels] or [scale(l.spacing_mm) for l in cfg.affine.levels]
-    controls = [scale(l.control_spacing_mm) for l in cfg.deformable.levels]
-    est = resources.estimate_registration(fixed_img.shape, moving_img.shape, levels, controls, metric=cfg.metric,
-                                          mi_bins=cfg.mi_bins)
-    resources.check_memory(est.total, f"registering on a {'x'.join(map(str, fixed_img.shape))} grid", path=path)

@@ -7,7 +7,7 @@ Conventions used everywhere in regkit
   SimpleITK's ``GetArrayFromImage``).
 * **Affines.** A grid is a 4×4 voxel→world matrix ``A`` (float64) and a spatial shape
   ``(X, Y, Z)``: ``world = A @ [i, j, k, 1]``. World coordinates are **RAS, millimetres**
-  (NIfTI/nibabel). ITK files are LPS; the flip happens only in :mod:`regkit.io.itk`.
+  (NIfTI/nibabel). ITK files are LPS; the flip happens only in :mod:`regkit.io.geometry`.
 * **Points.** Coordinates are tensors ``(..., 3)`` with the last axis (x, y, z) world mm, or
   (i, j, k) voxel indices.
 * **Transforms** map FIXED world points to MOVING world points (the "pull" direction that

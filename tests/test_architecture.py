@@ -205,3 +205,21 @@ def test_monai_only_in_training_and_only_when_used():
             if any(n.split(".")[0] == "monai" for n in names):
                 found.append((name, id(node) in top_level))
     assert found and all(unit_of(m) == "regkit.train" and not top for m, top in found), found
+
+
+def test_docs_table_is_this_table():
+    """docs/architecture.md's layer table lists exactly :data:`LAYERS` (so the picture matches the code)."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", text, flags=re.M)
+    documented = [{"regkit." + name.strip("/") for name in re.findall(r"`([^`]+)`", modules)} for _, modules in rows]
+    assert [int(n) for n, _ in rows] == list(range(len(LAYERS)))
+    assert documented == LAYERS
+
+
+def test_the_cycle_finder_finds_cycles():
+    """The checker itself: a ring of three and a pair are found, a chain is not."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}
+    assert sorted(_cycles(graph)) == [["a", "b", "c"], ["d", "e"]]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []

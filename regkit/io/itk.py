@@ -1,4 +1,4 @@
-"""ITK / ANTs transform files ↔ regkit transforms — the only place their LPS is converted.
+"""ITK / ANTs transform files ↔ regkit transforms (the flip itself: :mod:`regkit.io.geometry`).
 
 ITK (and so ANTs and SimpleITK) stores world coordinates in **LPS** mm; regkit uses **RAS** mm.
 Both map FIXED points to MOVING points, so only the coordinate flip ``F = diag(-1, -1, 1)``

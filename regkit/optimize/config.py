@@ -74,7 +74,7 @@ class RegistrationConfig(StrictModel):
         default_factory=lambda: {name: 1.0 for name in METRIC_NAMES},
         description="similarity multiplier per metric, so one regularisation weight suits all")
     crop_margin_mm: Optional[float] = Field(12.0, ge=0, le=MAX_MM, description="crop the working grid to the fixed foreground + margin (null: no crop)")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the cores this process may use, at most 8; see register.cpu_threads)")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (null: the cores this process may use, at most 8; see regkit.devices.cpu_threads)")
     early_stop_window: int = Field(10, ge=2, description="iterations compared for the plateau test")
     early_stop_tolerance: float = Field(1e-4, ge=0, description="stop a level when the loss improves less than this per iteration")
     affine: AffineStage = AffineStage()

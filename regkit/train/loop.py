@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -258,45 +258,18 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     from regkit.nn.cascade import CascadeNet
     from regkit.train.data import collate
     from regkit.train.objective import CascadeLoss
-    from regkit.train.state import restore_training_state, save_training_state
+    from regkit.train.state import save_training_state
 
     dist = Distributed.from_env(device)
     out = check_folder(out_dir or config.out_dir)
-    if dist.is_main and (out / LAST).exists() and not force:
-        if resume is None:
-            raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
-        if Path(resume).resolve().parent != out.resolve():  # resuming ANOTHER run here would overwrite this one
-            raise OutputExistsError(f"holds another run ({LAST}); resuming {resume} here would overwrite it: "
-                                    "give a new --out, or --force", out)
-        if Path(resume).resolve() != (out / LAST).resolve():  # e.g. --resume run/best.safetensors: an older step
-            from regkit.nn.checkpoint import read_checkpoint
-
-            newer, older = read_checkpoint(out / LAST).step, read_checkpoint(Path(resume)).step
-            if newer > older:
-                raise OutputExistsError(f"{LAST} is at step {newer}, after {Path(resume).name} (step {older}); resuming "
-                                        f"from step {older} here would overwrite it and cut log.csv: give a new --out, "
-                                        "or --force", out)
+    if dist.is_main:
+        _check_run_folder(out, resume, force)
     torch.manual_seed(config.seed)
     model = CascadeNet(config.model).to(dist.device)
     optimizer = make_optimizer(model, config.optim)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    step, best_metric = 0, None
-    if resume is not None:
-        ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
-        step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
-        for group in optimizer.param_groups:  # the optimizer state carries the old run's; the config's applies
-            group["weight_decay"] = config.optim.weight_decay
-        if Path(resume).resolve().parent != out.resolve():  # another folder's run (--force): its best is not here
-            best_metric = None
-        if step >= config.optim.steps:
-            log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
-                        "(N > %d) to train on", resume, step, config.optim.steps, step)
-    data_device = dist.device if config.data.prepare_on == "device" else "cpu"
-    train_set, val_set = build_datasets(config, data_device)
-    _check_labels_for_dice(train_set.pairs, config)
-    train_set.check_readable()
-    if val_set is not None:
-        val_set.check_readable()
+    step, best_metric = _restore(resume, model, optimizer, config, out) if resume is not None else (0, None)
+    train_set, val_set = _readable_datasets(config, dist.device if config.data.prepare_on == "device" else "cpu")
     objective = CascadeLoss(config.loss, config.model, train_set.num_labels or 0)
     net = model
     if dist.enabled:
@@ -305,19 +278,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         net = DistributedDataParallel(model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None)
     batches = Batches(train_set, dist, config.optim.batch_size, config.seed)
 
-    run_log, bar = None, None
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        same_run = resume is not None and Path(resume).resolve().parent == out.resolve()
-        if not same_run and (out / BEST).exists():  # starting over or resuming another folder's run (--force)
-            (out / BEST).unlink()
-            log.info("%s: removed the previous run's %s", out, BEST)
-        _write_config(out / "config.yaml", config)
-        run_log = RunLog(out, append=same_run, after_step=step)
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    run_log, bar = _open_run(out, resume, config, step, progress) if dist.is_main else (None, None)
     stop = StopRequest()
     stop.install()
     result = TrainResult(step=step, out_dir=out, last=None, best=None, best_metric=best_metric)
@@ -334,19 +295,8 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             started = time.perf_counter()
             generator = step_generator(config.seed, step, dist.rank)
             batch = collate([train_set.sample(i, generator) for i in batches.indices(step)])
-            batch = {k: v.to(dist.device) for k, v in batch.items()}
-            outputs = net(batch["moving"], batch["fixed"])
-            loss, terms = objective(outputs, batch, model.grid_affine)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            factor = learning_rate_factor(config.optim, step)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
-            if config.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            optimizer.step()
+            terms = _optimizer_step(net, model, optimizer, objective, batch, dist.device, config.optim, base_lrs, step)
             step += 1
-            terms["loss"] = float(loss.detach())
             result.losses.append(terms["loss"])
             if callback is not None:
                 callback(step, terms)
@@ -366,13 +316,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
                         result.best = out / BEST
                 dist.barrier()
             if dist.is_main:
-                if step % config.log_every == 0 or "val_similarity" in row or step == config.optim.steps:
-                    run_log.write(row)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{terms['loss']:.4f}")
-                elif step % (10 * config.log_every) == 0 or step == config.optim.steps:
-                    log.info("%s", progress_line(step, config.optim.steps, first_step, time.perf_counter() - run_started, row))
+                _report_step(row, step, config, run_log, bar, first_step, run_started)
                 if step % config.checkpoint_every == 0:
                     save(out / LAST)
                     saved_at = step
@@ -394,6 +338,104 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         result.best = out / BEST
     dist.close()
     return result
+
+
+def _check_run_folder(out: Path, resume: Optional[Path], force: bool) -> None:
+    """OutputExistsError when ``out`` holds a run (``last.safetensors``) this one would overwrite
+    without ``force``: a new run, another folder's run resumed here, or an older checkpoint of it."""
+    if not (out / LAST).exists() or force:
+        return
+    if resume is None:
+        raise OutputExistsError(f"holds a previous run ({LAST}); pass --resume {out / LAST} to continue or --force to start over", out)
+    if Path(resume).resolve().parent != out.resolve():  # resuming ANOTHER run here would overwrite this one
+        raise OutputExistsError(f"holds another run ({LAST}); resuming {resume} here would overwrite it: "
+                                "give a new --out, or --force", out)
+    if Path(resume).resolve() != (out / LAST).resolve():  # e.g. --resume run/best.safetensors: an older step
+        from regkit.nn.checkpoint import read_checkpoint
+
+        newer, older = read_checkpoint(out / LAST).step, read_checkpoint(Path(resume)).step
+        if newer > older:
+            raise OutputExistsError(f"{LAST} is at step {newer}, after {Path(resume).name} (step {older}); resuming "
+                                    f"from step {older} here would overwrite it and cut log.csv: give a new --out, "
+                                    "or --force", out)
+
+
+def _restore(resume: Path, model, optimizer, config: TrainConfig, out: Path) -> Tuple[int, Optional[float]]:
+    """``(step, best metric)`` of the checkpoint ``resume``, whose weights, optimizer and RNG state
+    are loaded into ``model`` and ``optimizer``; the config's weight decay applies from now on."""
+    from regkit.train.state import restore_training_state
+
+    ckpt = restore_training_state(Path(resume), model, optimizer, config.model)
+    step, best_metric = ckpt.step, ckpt.metadata.get("best_metric")
+    for group in optimizer.param_groups:  # the optimizer state carries the old run's; the config's applies
+        group["weight_decay"] = config.optim.weight_decay
+    if Path(resume).resolve().parent != out.resolve():  # another folder's run (--force): its best is not here
+        best_metric = None
+    if step >= config.optim.steps:
+        log.warning("%s is at step %d and the recipe's optim.steps is %d: no step to run; pass --steps N "
+                    "(N > %d) to train on", resume, step, config.optim.steps, step)
+    return step, best_metric
+
+
+def _readable_datasets(config: TrainConfig, data_device) -> tuple:
+    """The training and validation datasets (:func:`build_datasets`), every file checked readable
+    and the labels checked against a Dice loss before the first step."""
+    train_set, val_set = build_datasets(config, data_device)
+    _check_labels_for_dice(train_set.pairs, config)
+    train_set.check_readable()
+    if val_set is not None:
+        val_set.check_readable()
+    return train_set, val_set
+
+
+def _open_run(out: Path, resume: Optional[Path], config: TrainConfig, step: int, progress: bool):
+    """``(run log, progress bar or None)`` of the run folder (main rank): ``config.yaml`` written, the
+    log continued when the run resumes itself, a previous run's ``best.safetensors`` removed otherwise."""
+    out.mkdir(parents=True, exist_ok=True)
+    same_run = resume is not None and Path(resume).resolve().parent == out.resolve()
+    if not same_run and (out / BEST).exists():  # starting over or resuming another folder's run (--force)
+        (out / BEST).unlink()
+        log.info("%s: removed the previous run's %s", out, BEST)
+    _write_config(out / "config.yaml", config)
+    run_log = RunLog(out, append=same_run, after_step=step)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.optim.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    return run_log, bar
+
+
+def _optimizer_step(net, model, optimizer, objective, batch: Dict[str, Tensor], device, optim, base_lrs: List[float],
+                    step: int) -> Dict[str, float]:
+    """One step on ``batch``: forward, loss, backward, the scheduled learning rate, gradient
+    clipping, the update. Returns the loss terms (``loss``: the total)."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    outputs = net(batch["moving"], batch["fixed"])
+    loss, terms = objective(outputs, batch, model.grid_affine)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    factor = learning_rate_factor(optim, step)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+    if optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+    optimizer.step()
+    terms["loss"] = float(loss.detach())
+    return terms
+
+
+def _report_step(row: Dict[str, float], step: int, config: TrainConfig, run_log: "RunLog", bar, first_step: int,
+                 run_started: float) -> None:
+    """The step's row into the log (every ``log_every`` steps, validation steps and the last) and
+    the progress bar, or a progress line every ``10 × log_every`` steps without one."""
+    if step % config.log_every == 0 or "val_similarity" in row or step == config.optim.steps:
+        run_log.write(row)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+    elif step % (10 * config.log_every) == 0 or step == config.optim.steps:
+        log.info("%s", progress_line(step, config.optim.steps, first_step, time.perf_counter() - run_started, row))
 
 
 def progress_line(step: int, total: int, first_step: int, elapsed_s: float, row: Dict[str, float]) -> str:
