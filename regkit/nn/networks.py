@@ -44,8 +44,8 @@ class AffineNet(nn.Module):
 
     def forward(self, pair: Tensor) -> Tuple[Tensor, Tensor]:
         # Global average: position survives only through the borders' zero padding. A linear head
-        # on the whole feature map (which keeps it) was tried on the brain2mm recipe and was
-        # unstable at lr 5e-4 (val Dice 0.32 vs 0.44 at step 100), so it needs its own tuning.
+        # on the whole feature map (which keeps it) was unstable on the brain2mm recipe
+        # (benchmarks/README.md, "Measurements behind design choices"), so it needs its own tuning.
         features = self.encoder(pair).mean(dim=(2, 3, 4))
         out = self.head(features)
         matrix = torch.eye(3, device=pair.device, dtype=out.dtype) + out[:, :9].reshape(-1, 3, 3)

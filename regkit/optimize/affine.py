@@ -108,7 +108,7 @@ def search_rotations(level: Level, start: AffineTransform, sim: Similarity, stag
     ``stage.rotation_search_deg`` (degrees) about each world axis (with 15 and 30: 13 starts).
     Each is optimised for ``iterations`` steps and the one with the lowest loss is returned, so
     an affine stage that would settle in the local optimum next to the centre-of-mass start
-    (heads pitched 30° apart: Dice 0.19 after the affine stage) starts near the right one (0.56).
+    (heads pitched 30° apart) starts near the right one (benchmarks/README.md, "Measurements behind design choices").
     Returns ``(transform, log)``; the log names the chosen rotation (axis 0/1/2 = x/y/z world).
     """
     import math

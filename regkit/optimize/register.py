@@ -234,9 +234,8 @@ def anatomy_scale(cfg: RegistrationConfig, box) -> float:
 
     The presets' spacings, control grids, steps and margin are in mm, tuned on human anatomy
     (human brains and bodies: factor 1, nothing changes). A 16 mm mouse brain would otherwise be
-    registered on 3-5 voxel grids with steps of a tenth of its size (measured: Dice 0.45 where the
-    same pair at human size gives 0.92; scaled by 0.107, 0.92); ANTs and elastix avoid that with
-    shrink factors in voxels. The median extent, not the smallest, so a thin slab keeps the preset.
+    registered on 3-5 voxel grids with steps of a tenth of its size (its Dice: benchmarks/README.md, "Measurements behind design choices"); ANTs and
+    elastix avoid that with shrink factors in voxels. The median extent, not the smallest, so a thin slab keeps the preset.
     ``cfg`` is unused today but kept so a config could opt out later."""
     del cfg
     extents = sorted(float(n) * float(sp) for n, sp in zip(box.shape, box.spacing))
@@ -264,8 +263,8 @@ def levels_finer_each_time(stage: DeformableStage, finest_mm: float) -> Deformab
 
     A level finer than the fixed image's voxels (``finest_mm``) runs at the image's spacing
     (:func:`~regkit.optimize.levels.make_level`), so on a 2 mm image the default preset's 1 mm
-    level would repeat its 2 mm level (measured on the synthetic 2 mm dev pairs: +4.5 s per pair
-    for no gain in Dice). The schedule of a fine image is unchanged."""
+    level would repeat its 2 mm level, for seconds and no Dice (benchmarks/README.md, "Measurements behind design choices").
+    The schedule of a fine image is unchanged."""
     kept, previous = [], None
     for settings in stage.levels:
         spacing = max(float(settings.spacing_mm), finest_mm)
@@ -290,8 +289,8 @@ def velocity_start(transform: Optional[Transform]):
     exp(v_1 + v_2)`` to first order (Baker–Campbell–Hausdorff), and the optimiser corrects the
     rest. Refining from there optimises the optimiser's own model (one SVF in front of the
     affine, regularised as a whole) instead of a correction in front of the fixed chain, whose
-    regulariser never sees the start's roughness: on dev2mm the latter settled 0.004 Dice below
-    the optimiser however many iterations it got."""
+    regulariser never sees the start's roughness and settles below the optimiser however many
+    iterations it gets (benchmarks/README.md, "Measurements behind design choices")."""
     if not isinstance(transform, Compose) or len(transform) < 2:
         return None
     *fields, last = list(transform.transforms)

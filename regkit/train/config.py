@@ -57,9 +57,8 @@ class LossConfig(StrictModel):
     + affine_stage_weight · (similarity + dice_weight · soft Dice) of the affine stage alone.
 
     The last term is deep supervision of the localisation net: trained only through the whole
-    cascade's result, the affine is left loose because the dense stages make up for it (brain2mm
-    recipe at 2000 steps: the network's affine alone scored Dice 0.53 on dev2mm pairs where the
-    optimiser's affine stage scores 0.75), so both the cascade and ``--refine`` start farther away.
+    cascade's result, the affine is left loose because the dense stages make up for it, so both
+    the cascade and ``--refine`` start farther away (benchmarks/README.md, "Measurements behind design choices").
     """
 
     similarity: str = "lncc"

@@ -43,8 +43,8 @@ class PairDataset:
         self.augment = augment
         self.cache = cache
         # Where pairs are resampled and augmented (and cached): the training device, so a GPU
-        # run does not wait for the CPU (measured on an H200: 0.22 s of CPU resampling per step
-        # against 0.03 s of network). Random numbers are drawn on the CPU either way.
+        # run does not wait for the CPU (benchmarks/README.md, "Measurements behind design
+        # choices"). Random numbers are drawn on the CPU either way.
         self.device = torch.device(device)
         self._images: Dict[Tuple[Path, bool], Image] = {}
         self._centres: Dict[Path, Tensor] = {}
