@@ -566,6 +566,14 @@ def _random_labels(d: Path, out: Path) -> Run:
     return Run(["evaluate", "--fixed-labels", str(labels), "--warped-labels", str(labels), "--json", str(out / "scores.json")], labels)
 
 
+def _qc_random_labels(d: Path, out: Path) -> Run:
+    values = np.random.default_rng(0).integers(1, 10**6, (32, 32, 32)).astype(np.int32)
+    labels = _nifti(d / "random_labels.nii.gz", values, np.eye(4))
+    image = _nifti(d / "image.nii.gz", values.astype(np.float32), np.eye(4))
+    return Run(["qc", "--fixed", str(image), "--moving", str(image), "-t", str(identity_transform(d)), "-o", str(out / "qc"),
+                "--labels", str(labels), "--moving-labels", str(labels)], labels)
+
+
 def _complex_field(d: Path, out: Path) -> Run:
     field = np.zeros(SHAPE + (1, 3), np.complex64)
     field[..., 0] = 1 + 1j
@@ -684,6 +692,8 @@ FILE_CASES: List[CommandCase] = [
                 code=3, fix="a coarser field, or more memory"),
     CommandCase("random_labels", "a 'label map' of 32,000 random values (a Dice and an HD95 each: hours)", "evaluate",
                 _random_labels, r"distinct label values; at most 5000", fix="pass the label map, not an intensity image"),
+    CommandCase("qc_random_labels", "qc --moving-labels: a 'label map' of 32,000 random values (a Dice each)", "qc",
+                _qc_random_labels, r"distinct label values; at most 5000", fix="pass the label map, not an intensity image"),
     CommandCase("complex_field", "a complex-valued displacement field", "apply", _complex_field,
                 r"complex64 values", fix="displacements are real vectors: save the real part"),
     CommandCase("garbage_h5", "an .h5 transform of garbage after the HDF5 signature", "apply", _garbage_h5,
