@@ -28,10 +28,10 @@ from regkit.errors import InputError, OutputExistsError
 from regkit.io.atomic import check_folder, write_text
 from regkit.train.config import TrainConfig
 from regkit.train.distributed import Distributed
+from regkit.train.outputs import BEST, CONFIG_YAML, LAST, LOG_CSV, prepare_run_folder, record_written
 
 log = logging.getLogger(__name__)
 
-LAST, BEST, LOG_CSV = "last.safetensors", "best.safetensors", "log.csv"
 LOG_COLUMNS = ["step", "epoch", "loss", "similarity", "regularization", "dice", "affine_l2", "affine_stage", "lr", "seconds",
                "val_dice", "val_folding_percent", "val_similarity"]
 
@@ -306,12 +306,13 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
 
     run_log, bar = None, None
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         same_run = resume is not None and Path(resume).resolve().parent == out.resolve()
-        if not same_run and (out / BEST).exists():  # starting over or resuming another folder's run (--force)
-            (out / BEST).unlink()
-            log.info("%s: removed the previous run's %s", out, BEST)
-        _write_config(out / "config.yaml", config)
+        if not same_run:  # starting over, or resuming another folder's run: only recorded files go
+            for removed in prepare_run_folder(out, validates=val_set is not None, force=force):
+                log.info("%s: removed the previous run's %s", out, removed.name)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_config(out / CONFIG_YAML, config)
+        record_written(out, CONFIG_YAML)
         run_log = RunLog(out, append=same_run, after_step=step)
         if progress:
             from tqdm import tqdm
@@ -324,6 +325,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     def save(path: Path) -> None:
         save_training_state(path, model, optimizer, step, config.model, config, best_metric,
                             extra={"world_size": dist.world_size, "epoch": batches.epoch_of(step)})
+        record_written(out, path.name)
 
     first_step, run_started = step, time.perf_counter()
     try:
@@ -387,6 +389,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             bar.close()
         if run_log is not None:
             run_log.close()
+            record_written(out, LOG_CSV)
     result.step, result.best_metric, result.model = step, best_metric, model
     result.last = out / LAST
     if result.best is None and resume is not None and (out / BEST).exists():  # written before the resume (same folder)
