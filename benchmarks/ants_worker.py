@@ -1,6 +1,9 @@
 """One ANTs (antspyx) registration as a whole process, for benchmarks/run_benchmark.py.
 
-usage: python ants_worker.py MOVING FIXED MOVING_LABELS OUT_DIR [--type SyN|SyNCC|Affine]
+usage: python ants_worker.py MOVING FIXED MOVING_LABELS OUT_DIR [--type SyN|SyNCC|Affine] [--ct]
+
+``--ct``: register the images shifted to HU + 1024 (clamped at 0): ANTs' default start is the
+intensity-weighted centre of mass, which negative HU (air at -1000) throws off.
 
 Writes OUT_DIR/warped_labels.nii.gz (nearest neighbour) and OUT_DIR/field.nii.gz (dense
 fixed→moving displacement of the whole ANTs transform on the fixed grid, ITK convention), and
@@ -22,6 +25,7 @@ def main() -> None:
     ap.add_argument("moving_labels")
     ap.add_argument("out")
     ap.add_argument("--type", default="SyN")
+    ap.add_argument("--ct", action="store_true", help="shift HU to HU + 1024 (>= 0) before registering")
     a = ap.parse_args()
     import ants
     import SimpleITK as sitk
@@ -30,6 +34,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     f = ants.image_read(a.fixed)
     m = ants.image_read(a.moving)
+    if a.ct:
+        import numpy as np
+
+        f, m = (im.new_image_like(np.clip(im.numpy() + 1024.0, 0.0, None)) for im in (f, m))
     t0 = time.perf_counter()
     reg = ants.registration(f, m, type_of_transform=a.type, outprefix=str(out / "ants_"))
     reg_seconds = time.perf_counter() - t0

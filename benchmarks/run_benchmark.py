@@ -32,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ANTS_TYPES = {"ants_syn": "SyN", "ants_syncc": "SyNCC", "ants_affine": "Affine"}
+# CT in HU has negative intensities, which spoil ANTs' default centre-of-mass start (intensity
+# weighted); "ants_syn_ct" gives ANTs the images shifted to HU + 1024 (clamped at 0), as a CT user would.
+ANTS_CT_METHODS = {"ants_syn_ct": "SyN"}
 
 
 def pairs_in(data: Path):
@@ -59,9 +62,10 @@ def run_regkit(data: Path, pair: str, work: Path, extra: str) -> dict:
             "warped_labels": str(work / "warped_labels.nii.gz"), "command": " ".join(cmd)}
 
 
-def run_ants(data: Path, pair: str, work: Path, kind: str, timeout: float) -> dict:
+def run_ants(data: Path, pair: str, work: Path, kind: str, timeout: float, ct: bool = False) -> dict:
     cmd = [sys.executable, str(HERE / "ants_worker.py"), str(data / f"{pair}_moving.nii.gz"),
-           str(data / f"{pair}_fixed.nii.gz"), str(data / f"{pair}_moving_labels.nii.gz"), str(work), "--type", kind]
+           str(data / f"{pair}_fixed.nii.gz"), str(data / f"{pair}_moving_labels.nii.gz"), str(work), "--type", kind,
+           *(["--ct"] if ct else [])]
     env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2", OMP_NUM_THREADS="2")
     t0 = time.perf_counter()
     try:
@@ -161,7 +165,8 @@ def main() -> None:
             if method == "regkit":
                 rec.update(run_regkit(data, pair, wd, extra))
             else:
-                rec.update(run_ants(data, pair, wd, ANTS_TYPES[method], a.timeout))
+                rec.update(run_ants(data, pair, wd, {**ANTS_TYPES, **ANTS_CT_METHODS}[method], a.timeout,
+                                    ct=method in ANTS_CT_METHODS))
             if "field" in rec:
                 rec.update(evaluate(a.evaluate, data, pair, rec))
             done.append(rec)

@@ -37,7 +37,7 @@ def add_to(app: typer.Typer) -> None:
         transform: List[Path] = typer.Option(..., "--transform", "-t", help="Transform file, fixed -> moving; repeat for a chain in antsApplyTransforms' order (-t warp.nii.gz -t affine.mat)."),
         out_dir: Path = typer.Option(..., "--output", "-o", help="Report folder (created if needed)."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Fixed label map: contours, and Jacobian numbers inside labels > 0."),
-        moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Moving label map: adds Dice before/after (needs --labels)."),
+        moving_labels: Optional[Path] = typer.Option(None, "--moving-labels", help="Moving label map: adds Dice before/after per label value (needs --labels; at most 5000 values, as evaluate)."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing report files."),
         default_value: float = typer.Option(0.0, "--default-value", help="Drawn where the moving image does not reach (CT: e.g. -1000)."),
     ) -> None:
@@ -54,7 +54,13 @@ def add_to(app: typer.Typer) -> None:
             fixed_labels = load_label(labels)
             if not fixed_labels.same_grid(fixed_image):
                 raise InputError(f"is not on the grid of {fixed}", labels)
-            label_arg = fixed_labels if moving_labels is None else (fixed_labels, load_label(moving_labels))
+            label_arg = fixed_labels
+            if moving_labels is not None:  # a Dice a label value, as `regkit evaluate`: the same limit
+                from regkit.checks import check_label_count
+
+                label_arg = (fixed_labels, load_label(moving_labels))
+                check_label_count(fixed_labels, labels)
+                check_label_count(label_arg[1], moving_labels)
         result = write_qc(fixed_image, moving_image, load_chain(transform, inverse=False), out_dir, labels=label_arg, force=force, default_value=default_value,
                           title=f"regkit QC: {moving.name} -> {fixed.name}")
         typer.echo(summary_line(result))

@@ -37,7 +37,7 @@ def add_to(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="Replace the recipe's data source: its label-map or subjects "
                                             "folder (data.labelmaps / data.subjects), or its manifest."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override optim.steps (total steps, counted from 0)."),
-        force: bool = typer.Option(False, "--force", help="Start over in a run folder that already has checkpoints."),
+        force: bool = typer.Option(False, "--force", help="Start over in a run folder that holds a run: overwrite its outputs; its best.safetensors is removed only if regkit recorded writing it (.regkit-outputs.json)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:

@@ -115,6 +115,20 @@ def _edge_levels(a: np.ndarray) -> List[float]:
     return sorted({float(np.percentile(foreground, 25)), float(np.percentile(foreground, 70))})
 
 
+def label_outlines(labels: np.ndarray) -> np.ndarray:
+    """Line segments ``(n, 2, 2)`` along every pixel edge between two different values of a 2D
+    label slice, in the pixel coordinates of ``imshow(origin="lower")`` (pixel centres at whole
+    numbers, x = column). One vectorised pass: the work grows with the pixels, not with the number
+    of labels (a contour per label value took 39 CPU s for a 64³ map of random values)."""
+    rows, cols = np.nonzero(labels[:, 1:] != labels[:, :-1])  # between (row, col) and (row, col + 1)
+    x = cols + 0.5
+    between_columns = np.stack([np.stack([x, rows - 0.5], -1), np.stack([x, rows + 0.5], -1)], 1)
+    rows, cols = np.nonzero(labels[1:, :] != labels[:-1, :])  # between (row, col) and (row + 1, col)
+    y = rows + 0.5
+    between_rows = np.stack([np.stack([cols - 0.5, y], -1), np.stack([cols + 0.5, y], -1)], 1)
+    return np.concatenate([between_columns, between_rows]).astype(np.float64)
+
+
 def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, det: Tensor,
                 fixed_labels: Optional[Image] = None, title: str = "regkit QC", subtitle: str = ""):
     """The QC figure (a matplotlib ``Figure``) from volumes already on the fixed grid.
@@ -126,6 +140,7 @@ def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, de
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.collections import LineCollection
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from scipy import ndimage
@@ -159,9 +174,9 @@ def make_figure(fixed: Image, before: Image, warped: Image, residual: Tensor, de
         for c, key in enumerate(("fixed", "before", "warped")):
             show(axes[r, c], slices[key], cmap="gray", vmin=0, vmax=1)
         if labels is not None:
-            lab = _slice(labels, plane, centre)
+            outlines = label_outlines(_slice(labels, plane, centre))
             for c in (0, 2):
-                axes[r, c].contour(lab, levels=np.unique(lab)[1:] - 0.5, colors="yellow", linewidths=0.3, origin="lower")
+                axes[r, c].add_collection(LineCollection(outlines, colors="yellow", linewidths=0.3), autolim=False)
         # edge overlay: iso-intensity lines of the fixed image in red on the warped image
         show(axes[r, 3], slices["warped"], cmap="gray", vmin=0, vmax=1)
         levels = _edge_levels(vol["fixed"])

@@ -518,10 +518,60 @@ def _matlab_bomb(d: Path, out: Path) -> Run:
     return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")], bomb)
 
 
+def itk_field_bomb(path: Path, shape=(512, 512, 320)) -> Path:
+    """An ITK displacement-field transform of a few KiB that declares a field of ``shape``
+    (3 float64 values a voxel; 2 GiB by default). ``.h5``: a gzip-compressed, chunked dataset
+    whose chunks were never written (HDF5 reads them as zeros), fixed parameters to match;
+    ``.tfm`` / ``.mat``: 24 parameters, but fixed parameters giving the grid size (ITK allocates
+    that field before it compares the parameter count)."""
+    import struct
+
+    import SimpleITK as sitk
+
+    sitk.WriteTransform(sitk.DisplacementFieldTransform(sitk.Image([2, 2, 2], sitk.sitkVectorFloat64, 3)), str(path))
+    if path.suffix == ".h5":
+        import h5py
+
+        n = int(np.prod(shape)) * 3
+        with h5py.File(path, "r+") as f:
+            group = f["TransformGroup/0"]
+            fixed = group["TransformFixedParameters"][()]
+            fixed[:3] = shape
+            group["TransformFixedParameters"][...] = fixed
+            del group["TransformParameters"]
+            group.create_dataset("TransformParameters", shape=(n,), dtype=np.float64, chunks=(min(n, 2**20),),
+                                 compression="gzip", fillvalue=0.0)
+    elif path.suffix == ".mat":  # the variable "fixed": 18 float64 values after its name
+        data = bytearray(path.read_bytes())
+        at = data.index(b"fixed\0") + len(b"fixed\0")
+        data[at:at + 24] = struct.pack("<3d", *shape)
+        path.write_bytes(bytes(data))
+    else:
+        text = path.read_text()
+        path.write_text(re.sub(r"FixedParameters: 2 2 2", "FixedParameters: " + " ".join(map(str, shape)), text))
+    return path
+
+
+def _itk_field_bomb(suffix: str) -> Callable[[Path, Path], Run]:
+    def build(d: Path, out: Path) -> Run:
+        bomb = itk_field_bomb(d / f"bomb{suffix}")
+        return Run(["apply", str(bomb), str(good_image(d)), "-r", str(good_image(d)), "-o", str(out / "warped.nii.gz")],
+                   bomb, env={"REGKIT_MEMORY_LIMIT": "2G"})
+    return build
+
+
 def _random_labels(d: Path, out: Path) -> Run:
     values = np.random.default_rng(0).integers(1, 10**6, (32, 32, 32)).astype(np.int32)
     labels = _nifti(d / "random_labels.nii.gz", values, np.eye(4))
     return Run(["evaluate", "--fixed-labels", str(labels), "--warped-labels", str(labels), "--json", str(out / "scores.json")], labels)
+
+
+def _qc_random_labels(d: Path, out: Path) -> Run:
+    values = np.random.default_rng(0).integers(1, 10**6, (32, 32, 32)).astype(np.int32)
+    labels = _nifti(d / "random_labels.nii.gz", values, np.eye(4))
+    image = _nifti(d / "image.nii.gz", values.astype(np.float32), np.eye(4))
+    return Run(["qc", "--fixed", str(image), "--moving", str(image), "-t", str(identity_transform(d)), "-o", str(out / "qc"),
+                "--labels", str(labels), "--moving-labels", str(labels)], labels)
 
 
 def _complex_field(d: Path, out: Path) -> Run:
@@ -631,8 +681,19 @@ FILE_CASES: List[CommandCase] = [
                 _field_bomb, r"needs about .* of memory", code=3, fix="a coarser field, or more memory"),
     CommandCase("matlab_bomb", "a 4 KiB ANTs .mat whose header declares 200 million values (1.9 GB in ITK)", "apply",
                 _matlab_bomb, r"declares 200000000x1 values, more than", fix="copy the file again; check it opens in ITK/ANTs"),
+    CommandCase("h5_field_bomb", "an 8 KiB ITK .h5 displacement field whose compressed dataset declares 512x512x320x3 "
+                "float64 (REGKIT_MEMORY_LIMIT=2G)", "apply", _itk_field_bomb(".h5"), r"512x512x320 grid\) needs about .* of memory",
+                code=3, fix="a coarser field, or more memory"),
+    CommandCase("tfm_field_bomb", "a 1 KiB ITK .tfm whose fixed parameters declare a 512x512x320 field "
+                "(REGKIT_MEMORY_LIMIT=2G)", "apply", _itk_field_bomb(".tfm"), r"512x512x320 grid\) needs about .* of memory",
+                code=3, fix="a coarser field, or more memory"),
+    CommandCase("mat_field_bomb", "a 1 KiB ITK .mat whose fixed parameters declare a 512x512x320 field "
+                "(REGKIT_MEMORY_LIMIT=2G)", "apply", _itk_field_bomb(".mat"), r"512x512x320 grid\) needs about .* of memory",
+                code=3, fix="a coarser field, or more memory"),
     CommandCase("random_labels", "a 'label map' of 32,000 random values (a Dice and an HD95 each: hours)", "evaluate",
                 _random_labels, r"distinct label values; at most 5000", fix="pass the label map, not an intensity image"),
+    CommandCase("qc_random_labels", "qc --moving-labels: a 'label map' of 32,000 random values (a Dice each)", "qc",
+                _qc_random_labels, r"distinct label values; at most 5000", fix="pass the label map, not an intensity image"),
     CommandCase("complex_field", "a complex-valued displacement field", "apply", _complex_field,
                 r"complex64 values", fix="displacements are real vectors: save the real part"),
     CommandCase("garbage_h5", "an .h5 transform of garbage after the HDF5 signature", "apply", _garbage_h5,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import pytest
@@ -115,11 +115,15 @@ def test_force_removes_only_what_regkit_wrote(tmp_path):
 
 
 # ------------------------------------------------------------------- bounded work from small files
-def _peak_rss_of(args, env) -> "tuple[int, str, float, int]":
+def _peak_rss_of(args, env, address_space: Optional[int] = None) -> "tuple[int, str, float, int]":
     """Exit code, stderr, CPU seconds (user + system: a loaded machine's wall clock would test the
-    load) and peak RSS (bytes) of ``regkit ARGS`` in its own process; a hang fails at 300 s."""
+    load) and peak RSS (bytes) of ``regkit ARGS`` in its own process; a hang fails at 300 s.
+    ``address_space``: a cap (bytes of virtual memory) that keeps a regression from taking the
+    machine's memory: it then fails on the bounds or the message instead (hide GPUs with
+    ``CUDA_VISIBLE_DEVICES=""``: a CUDA driver reserves more address space than that)."""
     import json
     import os
+    import resource
     import subprocess
 
     exe = Path(sys.executable).with_name("regkit")
@@ -129,8 +133,9 @@ def _peak_rss_of(args, env) -> "tuple[int, str, float, int]":
              "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)\n"
              "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
              "print(json.dumps([p.returncode, p.stderr.decode(), r.ru_utime + r.ru_stime, r.ru_maxrss * 1024]))\n")
+    cap = None if address_space is None else (lambda: resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space)))
     out = subprocess.run([sys.executable, "-c", probe] + command + [str(a) for a in args], capture_output=True, text=True,
-                         timeout=330, env={**os.environ, **env})
+                         timeout=330, env={**os.environ, **env}, preexec_fn=cap)
     assert out.returncode == 0, out.stderr[-2000:]
     return tuple(json.loads(out.stdout))
 
@@ -158,6 +163,83 @@ def test_no_small_file_makes_regkit_use_2_gb_or_30_s(tmp_path):
         assert rc == code and stderr.startswith(f"regkit: error: {bad}: ") and stderr.count("\n") == 1, (name, rc, stderr)
         assert seconds < 30 and peak < 2 * 2**30, (name, seconds, peak / 2**20)
     assert not any(d.glob("o*.nii.gz"))
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".tfm", ".mat"])
+def test_itk_transform_declaring_a_huge_field_is_refused_from_its_header(tmp_path, suffix):
+    """ITK allocates what a transform file declares before it reads a value: an 8 KiB .h5 whose
+    compressed dataset declares a 512x512x320 field took 6.2 GB and 22 CPU s, then "out of memory"
+    naming no file; a 210-byte .tfm or 420-byte .mat whose fixed parameters declare that grid,
+    2.3 GB. Refused from the headers: exit 3, one line naming the file, within 30 CPU s and
+    2 GB (under REGKIT_MEMORY_LIMIT=2G)."""
+    from bad_input_corpus import itk_field_bomb
+
+    good = good_image(tmp_path)
+    bomb = itk_field_bomb(tmp_path / f"bomb{suffix}")
+    assert bomb.stat().st_size < 2**20
+    rc, stderr, seconds, peak = _peak_rss_of(["apply", bomb, good, "-r", good, "-o", tmp_path / "o.nii.gz"],
+                                             {"REGKIT_MEMORY_LIMIT": "2G", "CUDA_VISIBLE_DEVICES": ""}, address_space=8 * 2**30)
+    assert rc == 3 and stderr.startswith(f"regkit: error: {bomb}: reading it (") and stderr.count("\n") == 1, (rc, stderr)
+    assert "512x512x320 grid) needs about" in stderr, stderr
+    assert seconds < 30 and peak < 2 * 2**30, (seconds, peak / 2**20)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_itk_transforms_within_the_limit_are_still_read(tmp_path):
+    """The header check refuses only what would not fit: a composite .h5 (affine + field), the
+    same field as .tfm and .mat, and a B-spline read as before under REGKIT_MEMORY_LIMIT=2G."""
+    import SimpleITK as sitk
+
+    from regkit.io.transform_files import read_transform
+    from regkit.transforms import Compose, DisplacementField
+
+    def field():  # SimpleITK moves the image into the transform: a new one each time
+        image = sitk.Image([6, 5, 4], sitk.sitkVectorFloat64, 3)
+        image.SetPixel([1, 2, 3], (1.5, -2.0, 0.5))
+        return sitk.DisplacementFieldTransform(image)
+
+    for name, tx in {"composite.h5": sitk.CompositeTransform([sitk.AffineTransform(3), field()]),
+                     "field.tfm": field(), "field.mat": field(), "bspline.h5": sitk.BSplineTransform(3)}.items():
+        sitk.WriteTransform(tx, str(tmp_path / name))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REGKIT_MEMORY_LIMIT", "2G")
+            t = read_transform(tmp_path / name)
+        fields = [p for p in (t.transforms if isinstance(t, Compose) else [t]) if isinstance(p, DisplacementField)]
+        assert len(fields) == 1, name
+        if name != "bspline.h5":
+            assert tuple(fields[0].displacement.shape[-3:]) == (6, 5, 4), name
+            assert float(fields[0].displacement.abs().max()) == pytest.approx(2.0), name
+
+
+def test_qc_of_a_random_valued_label_map_is_bounded(tmp_path):
+    """`regkit qc --labels` drew one contour a label value: a 64³ int32 map of random values took
+    39 CPU s and 1.7 GB (11x a 3-label map's QC). Now the outlines are one vectorised pass: the QC
+    costs about what a real label map's does (CPU seconds, peak memory); and with
+    --moving-labels (a Dice a value) it is refused like `regkit evaluate`, exit 2."""
+    import nibabel as nib
+
+    from bad_input_corpus import identity_transform
+
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, 64)] * 3, indexing="ij")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    blob = np.exp(-(x ** 2 + 1.5 * y ** 2 + z ** 2) * 3) * 100
+    nib.save(nib.Nifti1Image(blob.astype(np.float32), affine), str(tmp_path / "image.nii.gz"))
+    few = (blob > 20).astype(np.int32) + (blob > 60)
+    noise = np.random.default_rng(0).integers(1, 10**6, few.shape).astype(np.int32)
+    for name, labels in {"few": few, "noise": noise}.items():
+        nib.save(nib.Nifti1Image(labels, affine), str(tmp_path / f"{name}.nii.gz"))
+    common = ["qc", "--fixed", tmp_path / "image.nii.gz", "--moving", tmp_path / "image.nii.gz", "-t", identity_transform(tmp_path)]
+    cost = {}
+    for name in ("few", "noise"):
+        rc, stderr, seconds, peak = _peak_rss_of(common + ["-o", tmp_path / name, "--labels", tmp_path / f"{name}.nii.gz"], {})
+        assert rc == 0 and {p.name for p in (tmp_path / name).iterdir()} == {"qc.png", "qc.html", "qc.json"}, (name, stderr)
+        cost[name] = (seconds, peak)
+    assert cost["noise"][0] < cost["few"][0] + 8 and cost["noise"][0] < 30, cost
+    assert cost["noise"][1] < cost["few"][1] + 300 * 2**20, cost
+    noise = tmp_path / "noise.nii.gz"
+    rc, stderr, seconds, _ = _peak_rss_of(common + ["-o", tmp_path / "dice", "--labels", noise, "--moving-labels", noise], {})
+    assert rc == 2 and stderr.startswith(f"regkit: error: {noise}: label map holds ") and stderr.count("\n") == 1, stderr
+    assert "at most 5000 are accepted" in stderr and seconds < 30 and not (tmp_path / "dice").exists()
 
 
 # ------------------------------------------------------------------- property tests (hypothesis)

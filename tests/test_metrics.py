@@ -104,6 +104,23 @@ def test_dice_known_overlap():
     assert metrics.dice(f, f) == {1: 1.0, 2: 1.0}
 
 
+def test_dice_of_many_labels_equals_the_per_label_definition():
+    """Dice counts every label in one pass (a loop over values cost labels × voxels); it equals
+    2|F∩W| / (|F| + |W|) per value, NaN for a value in neither map, 0 for one in one only."""
+    rng = np.random.default_rng(3)
+    f = rng.integers(-3, 40, (12, 10, 8)).astype(np.int32)
+    w = np.where(rng.random(f.shape) < 0.7, f, rng.integers(-3, 45, f.shape)).astype(np.int32)
+    fi, wi = Image.from_numpy(f, np.eye(4), is_label=True), Image.from_numpy(w, np.eye(4), is_label=True)
+    asked = [5, -3, 39, 44, 1000, 5]  # 44: in w only; 1000: in neither; 5 twice
+    got = metrics.dice(fi, wi, asked)
+    for v in asked:
+        total = int((f == v).sum() + (w == v).sum())
+        expected = 2.0 * int(((f == v) & (w == v)).sum()) / total if total else float("nan")
+        assert got[v] == pytest.approx(expected, nan_ok=True), v
+    assert got[44] == 0.0 and np.isnan(got[1000])
+    assert sorted(metrics.dice(fi, wi)) == sorted(int(v) for v in np.unique(f) if v != 0)
+
+
 def _brute_force_hd95(a: np.ndarray, b: np.ndarray, affine) -> float:
     """Independent HD95: surface voxels (6-neighbour border) in world mm, KD-tree distances."""
     from scipy.spatial import cKDTree

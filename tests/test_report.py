@@ -133,3 +133,19 @@ def test_default_value_is_drawn_where_the_moving_image_does_not_reach():
     assert torch.all(warped_plain[outside] == 0)
     assert torch.equal(warped[~outside], warped_plain[~outside])
     assert numbers["ncc_after"] == plain["ncc_after"]
+
+
+def test_label_outlines_are_the_edges_between_different_values():
+    """Every pixel edge between two different label values, and only those, in imshow's
+    pixel coordinates (centres at whole numbers; x is the column)."""
+    from regkit.report import label_outlines
+
+    labels = np.array([[0, 0, 5],
+                       [0, 3, 5]])
+    segments = {tuple(map(tuple, s)) for s in label_outlines(labels).tolist()}
+    assert segments == {((1.5, -0.5), (1.5, 0.5)),  # row 0: 0 | 5
+                        ((0.5, 0.5), (0.5, 1.5)), ((1.5, 0.5), (1.5, 1.5)),  # row 1: 0 | 3 | 5
+                        ((0.5, 0.5), (1.5, 0.5))}  # column 1: 0 above 3
+    assert label_outlines(np.full((4, 3), 7)).shape == (0, 2, 2)
+    noise = np.random.default_rng(0).integers(0, 10**6, (64, 64))
+    assert len(label_outlines(noise)) == 2 * 64 * 63  # every edge of a map of distinct values

@@ -290,6 +290,58 @@ def test_starting_over_drops_the_old_best_and_a_resume_drops_rows_logged_after_t
     assert [row.split(",")[0] for row in (run / "log.csv").read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
 
 
+def test_force_never_removes_a_best_model_regkit_did_not_write(tmp_path, sample_paths):
+    """train --force unlinked any best.safetensors in the run folder, also one the user put there
+    (and without --force too, in a folder without last.safetensors). As register: --force removes
+    the previous run's files only when the folder's record lists them unchanged, and a new run
+    refuses an output that exists, without --force (exit 2, the file named)."""
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from regkit.cli.main import app
+    from regkit.io.atomic import read_record
+    from regkit.train.loop import train
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    manifest = str(tmp_path / "pairs.csv")
+    validated = _config(tmp_path, sample_paths, optim={"steps": 2}, val_every=2, data={"manifest": manifest, "val_manifest": manifest})
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path, sample_paths, optim={"steps": 1})))
+    (tmp_path / "validated.yaml").write_text(yaml.safe_dump(validated.model_dump(mode="json")))
+
+    def cli(run: Path, recipe: str, *extra: str):
+        return CliRunner().invoke(app, ["train", "--config", str(tmp_path / recipe), "--out", str(run), "--no-progress", *extra])
+
+    # 1. regkit's best, then replaced by the user's own model: the user's now, kept by --force
+    run = tmp_path / "run"
+    train(validated, out_dir=run, progress=False)
+    assert {"last.safetensors", "best.safetensors", "log.csv", "config.yaml"} <= set(read_record(run))
+    (run / "best.safetensors").write_bytes(b"the user's own best model")
+    before = digest(run / "best.safetensors")
+    r = cli(run, "plain.yaml", "--force")
+    assert r.exit_code == 0, r.output
+    assert digest(run / "best.safetensors") == before and "best" not in r.output.splitlines()[-1]
+    # 2. a best.safetensors never recorded (copied in beside a run): kept
+    other = tmp_path / "other"
+    train(_config(tmp_path, sample_paths, optim={"steps": 1}), out_dir=other, progress=False)
+    (other / "best.safetensors").write_bytes((run / "last.safetensors").read_bytes())
+    before = digest(other / "best.safetensors")
+    assert cli(other, "plain.yaml", "--force").exit_code == 0 and digest(other / "best.safetensors") == before
+    # 3. a folder holding only the user's best, a run that would write one: refused without --force
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "best.safetensors").write_bytes(b"mine")
+    r = cli(fresh, "validated.yaml")
+    assert r.exit_code == 2 and r.stderr == f"regkit: error: {fresh / 'best.safetensors'}: exists; pass --force to overwrite\n", r.output
+    assert (fresh / "best.safetensors").read_bytes() == b"mine" and sorted(p.name for p in fresh.iterdir()) == ["best.safetensors"]
+    # 4. what regkit wrote and recorded is what --force removes: a new run without validation
+    regkit_best = tmp_path / "regkit_best"
+    train(validated, out_dir=regkit_best, progress=False)
+    assert cli(regkit_best, "plain.yaml", "--force").exit_code == 0 and not (regkit_best / "best.safetensors").exists()
+
+
 def test_dice_with_labels_on_only_some_pairs_is_refused(tmp_path, sample_paths):
     """The dataset keeps labels only when every pair has them: one pair without labels turned the
     Dice term off for the whole run, silently."""

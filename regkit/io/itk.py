@@ -18,6 +18,7 @@ Files handled:
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Tuple, Union
 
@@ -29,6 +30,8 @@ from regkit.errors import InputError
 from regkit.io.atomic import atomic_path
 from regkit.io.geometry import LPS_FLIP, flip_affine, flip_point_matrix, nifti_image, set_sitk_geometry, sitk_affine, sitk_image
 from regkit.io.images import _itk_reason, _quiet_c_stderr, check_header_size, check_input_file
+from regkit.io.itk_header import check_transform_size
+from regkit.resources import check_memory
 from regkit.transforms import AffineTransform, Compose, DisplacementField, Transform
 
 PathLike = Union[str, Path]
@@ -37,6 +40,9 @@ FIELD_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 NIFTI_INTENT_VECTOR = 1007
 #: bytes per stored value a displacement field needs once read: float64 LPS, RAS and (3, X, Y, Z) copies
 FIELD_WORKING_BYTES = 3 * 8
+#: bytes per voxel of evaluating a B-spline on a grid: SimpleITK's uint8 reference and float64
+#: field, then per vector component the NumPy copy, its float64 cast and the working copies above
+BSPLINE_EVAL_BYTES_PER_VOXEL = 1 + 3 * (8 + 8 + 8 + FIELD_WORKING_BYTES)
 
 
 # --------------------------------------------------------------------------- transform files
@@ -96,10 +102,7 @@ def _read_sitk_transform(path: PathLike):
     import SimpleITK as sitk
 
     p = check_input_file(path)
-    if p.name.lower().endswith(".mat"):
-        from regkit.io.validate import check_matlab_v4
-
-        check_matlab_v4(p)  # ITK allocates what the headers declare, before reading
+    check_transform_size(p, FIELD_WORKING_BYTES)  # ITK allocates what the headers declare, before reading
     try:
         with _quiet_c_stderr():  # HDF5 prints its stack for a damaged .h5; ITK's exception says enough
             tx = sitk.ReadTransform(str(p))
@@ -166,6 +169,8 @@ def sitk_transform_to_regkit(tx, p: Path, grid=None) -> Transform:
     if isinstance(tx, sitk.BSplineTransform):
         grid = grid() if callable(grid) else grid
         affine, shape = bspline_grid(tx) if grid is None else (space.as_affine(grid[0]).numpy(), tuple(int(s) for s in grid[1]))
+        check_memory(math.prod(shape) * BSPLINE_EVAL_BYTES_PER_VOXEL, f"evaluating its B-spline on a "
+                     f"{'x'.join(map(str, shape))} grid", hint="apply it with a coarser reference image", path=p)
         reference = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
         set_sitk_geometry(reference, affine)
         to_field = sitk.TransformToDisplacementFieldFilter()

@@ -28,10 +28,10 @@ from regkit.errors import InputError, OutputExistsError
 from regkit.io.atomic import check_folder, write_text
 from regkit.train.config import TrainConfig
 from regkit.train.distributed import Distributed
+from regkit.train.outputs import BEST, CONFIG_YAML, LAST, LOG_CSV, prepare_run_folder, record_written
 
 log = logging.getLogger(__name__)
 
-LAST, BEST, LOG_CSV = "last.safetensors", "best.safetensors", "log.csv"
 LOG_COLUMNS = ["step", "epoch", "loss", "similarity", "regularization", "dice", "affine_l2", "affine_stage", "lr", "seconds",
                "val_dice", "val_folding_percent", "val_similarity"]
 
@@ -278,7 +278,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
         net = DistributedDataParallel(model, device_ids=[dist.local_rank] if dist.device.startswith("cuda") else None)
     batches = Batches(train_set, dist, config.optim.batch_size, config.seed)
 
-    run_log, bar = _open_run(out, resume, config, step, progress) if dist.is_main else (None, None)
+    run_log, bar = _open_run(out, resume, config, step, progress, val_set is not None, force) if dist.is_main else (None, None)
     stop = StopRequest()
     stop.install()
     result = TrainResult(step=step, out_dir=out, last=None, best=None, best_metric=best_metric)
@@ -286,6 +286,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
     def save(path: Path) -> None:
         save_training_state(path, model, optimizer, step, config.model, config, best_metric,
                             extra={"world_size": dist.world_size, "epoch": batches.epoch_of(step)})
+        record_written(out, path.name)
 
     first_step, run_started = step, time.perf_counter()
     try:
@@ -332,6 +333,7 @@ def train(config: TrainConfig, out_dir: Optional[Path] = None, resume: Optional[
             bar.close()
         if run_log is not None:
             run_log.close()
+            record_written(out, LOG_CSV)
     result.step, result.best_metric, result.model = step, best_metric, model
     result.last = out / LAST
     if result.best is None and resume is not None and (out / BEST).exists():  # written before the resume (same folder)
@@ -388,15 +390,18 @@ def _readable_datasets(config: TrainConfig, data_device) -> tuple:
     return train_set, val_set
 
 
-def _open_run(out: Path, resume: Optional[Path], config: TrainConfig, step: int, progress: bool):
-    """``(run log, progress bar or None)`` of the run folder (main rank): ``config.yaml`` written, the
-    log continued when the run resumes itself, a previous run's ``best.safetensors`` removed otherwise."""
-    out.mkdir(parents=True, exist_ok=True)
+def _open_run(out: Path, resume: Optional[Path], config: TrainConfig, step: int, progress: bool, validates: bool,
+              force: bool):
+    """``(run log, progress bar or None)`` of the run folder (main rank): ``config.yaml`` written and
+    recorded, the log continued when the run resumes itself; otherwise the files a previous run
+    recorded writing are removed first (:func:`regkit.train.outputs.prepare_run_folder`)."""
     same_run = resume is not None and Path(resume).resolve().parent == out.resolve()
-    if not same_run and (out / BEST).exists():  # starting over or resuming another folder's run (--force)
-        (out / BEST).unlink()
-        log.info("%s: removed the previous run's %s", out, BEST)
-    _write_config(out / "config.yaml", config)
+    if not same_run:  # starting over, or resuming another folder's run: only recorded files go
+        for removed in prepare_run_folder(out, validates=validates, force=force):
+            log.info("%s: removed the previous run's %s", out, removed.name)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_config(out / CONFIG_YAML, config)
+    record_written(out, CONFIG_YAML)
     run_log = RunLog(out, append=same_run, after_step=step)
     bar = None
     if progress:
