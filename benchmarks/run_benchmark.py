@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ANTS_TYPES = {"ants_syn": "SyN", "ants_syncc": "SyNCC", "ants_affine": "Affine"}
+ANTS_TYPES = {"ants_syn": "SyN", "ants_syncc": "SyNCC", "ants_affine": "Affine", "ants_syn_ct": "SyN"}
 # CT in HU has negative intensities, which spoil ANTs' default centre-of-mass start (intensity
 # weighted); "ants_syn_ct" gives ANTs the images shifted to HU + 1024 (clamped at 0), as a CT user would.
-ANTS_CT_METHODS = {"ants_syn_ct": "SyN"}
+ANTS_ON_SHIFTED_HU = {"ants_syn_ct"}
 
 
 def pairs_in(data: Path):
@@ -165,8 +165,7 @@ def main() -> None:
             if method == "regkit":
                 rec.update(run_regkit(data, pair, wd, extra))
             else:
-                rec.update(run_ants(data, pair, wd, {**ANTS_TYPES, **ANTS_CT_METHODS}[method], a.timeout,
-                                    ct=method in ANTS_CT_METHODS))
+                rec.update(run_ants(data, pair, wd, ANTS_TYPES[method], a.timeout, ct=method in ANTS_ON_SHIFTED_HU))
             if "field" in rec:
                 rec.update(evaluate(a.evaluate, data, pair, rec))
             done.append(rec)
