@@ -148,7 +148,46 @@ def sample(volume: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: s
     Returns:
         ``(N, C, X', Y', Z')``.
     """
-    return torch.nn.functional.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
+    grid = grid.to(volume.dtype)
+    chunks = _cpu_chunks(volume, grid)
+    if chunks > 1:
+        return _sample_in_chunks(volume, grid, chunks, mode, padding_mode)
+    return torch.nn.functional.grid_sample(volume, grid, mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
+
+
+MIN_POINTS_PER_CHUNK = 16384
+"""Fewest points per thread for which :func:`sample` splits a CPU ``grid_sample`` (below it the
+split costs more than it saves)."""
+
+
+def _cpu_chunks(volume: Tensor, grid: Tensor) -> int:
+    """How many batch items :func:`sample` splits one CPU 3-D ``grid_sample`` into: PyTorch's CPU
+    kernel runs each batch item on ONE thread, so a single volume (N = 1) uses one core however many
+    torch has. Split into up to ``torch.get_num_threads()`` parts of at least
+    :data:`MIN_POINTS_PER_CHUNK` points; 1 (no split) on other devices, for batches, and for an
+    input that needs a gradient and is large (its gradient would be held once per part)."""
+    if volume.device.type != "cpu" or volume.dim() != 5 or volume.shape[0] != 1 or grid.shape[0] != 1:
+        return 1
+    if volume.requires_grad and volume.numel() > (1 << 21):
+        return 1
+    points = grid.numel() // 3
+    return max(1, min(torch.get_num_threads(), points // MIN_POINTS_PER_CHUNK))
+
+
+def _sample_in_chunks(volume: Tensor, grid: Tensor, chunks: int, mode: str, padding_mode: str) -> Tensor:
+    """``grid_sample`` of one volume at ``grid``'s points, the points split into ``chunks`` batch
+    items of the same (expanded, not copied) volume so that each runs on its own thread. Every point
+    is computed as in one call (same values); the gradient flows to both the points and the volume."""
+    n = grid.numel() // 3
+    per = -(-n // chunks)
+    points = grid.reshape(n, 3)
+    if per * chunks != n:
+        points = torch.cat([points, points.new_zeros(per * chunks - n, 3)])
+    out = torch.nn.functional.grid_sample(volume.expand(chunks, *volume.shape[1:]), points.reshape(chunks, per, 1, 1, 3),
+                                          mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
+    c = volume.shape[1]
+    out = out.reshape(chunks, c, per).movedim(1, 0).reshape(c, chunks * per)[:, :n]
+    return out.reshape(1, c, *grid.shape[1:-1])
 
 
 def inside_mask(grid: Tensor, shape: Sequence[int]) -> Tensor:

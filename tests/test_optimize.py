@@ -292,7 +292,7 @@ def test_dense_outer_is_evaluated_once_and_maps_points_like_the_chain(pair):
     fixed, moving = pair["fixed"], pair["moving"]
     level = make_level(fixed, moving, foreground_box(fixed, 10.0), 4.0)
     outer = Compose(smooth_velocity(fixed, 4.0).exp(), known_affine(fixed))
-    mapped = _points_through_dense_outer(outer, level)
+    mapped = _points_through_dense_outer(outer, level, upsample=lambda u: u)  # u given at the level's voxels
     to_norm = level.world_to_moving_normalized().float()
     half_voxels = torch.tensor(level.moving.shape[2:][::-1], dtype=torch.float32) / 2  # grid_sample xyz order
     u = 1.5 * torch.sin(level.world.movedim(-1, 1) / 7.0)          # a smooth displacement, mm
@@ -458,3 +458,23 @@ def test_rotation_search_finds_a_start_the_centre_of_mass_start_misses(pair):
     assert errors[0] > 5.0, errors  # the plain start fails: the search is what finds it
     assert errors[1] < 1.0, errors
     assert result.log["rotation_search"]["chosen_axis"] == 0 and result.log["rotation_search"]["candidates"] == 7
+
+
+def test_control_grid_upsampling_by_matrix_products_equals_trilinear_interpolation(pair):
+    """The optimiser upsamples its control-grid field to a level's voxels by three matrix
+    products: the values (and the gradient) must be ``F.interpolate``'s trilinear ones with
+    aligned corners, which is what the saved VelocityField evaluates."""
+    import torch.nn.functional as F
+
+    from regkit.optimize.deformable import _upsampler, control_grid
+    from regkit.optimize.levels import foreground_box, make_level
+
+    level = make_level(pair["fixed"], pair["moving"], foreground_box(pair["fixed"], 10.0), 2.0)
+    grid = control_grid(level, 5.0)
+    u = torch.randn(1, 3, *grid.shape, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    fast = _upsampler(grid, level)(u)
+    slow = F.interpolate(u, size=level.grid.shape, mode="trilinear", align_corners=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    w = torch.randn(slow.shape)
+    torch.testing.assert_close(torch.autograd.grad((fast * w).sum(), u)[0], torch.autograd.grad((slow * w).sum(), u)[0],
+                               atol=1e-3, rtol=1e-4)

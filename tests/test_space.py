@@ -106,3 +106,44 @@ def test_warp_is_one_sampling_at_world_points():
     out = warp(vol, a, pts)
     assert out.shape == (1, 1, 1, 1, 2)
     assert torch.allclose(out[0, 0, 0, 0], torch.stack([vol[0, 0, 1, 2, 3], vol[0, 0, 3, 4, 5]]))
+
+
+@pytest.mark.parametrize("mode,padding", [("bilinear", "zeros"), ("bilinear", "border"), ("nearest", "zeros")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_sample_split_over_threads_equals_one_grid_sample(mode, padding, channels):
+    """On a CPU with 2+ threads ``space.sample`` splits one volume's points into batch items (PyTorch
+    runs each 3-D item on one thread); every value and the gradient to the points must be those of
+    one ``grid_sample``, and the volume's gradient the same sum; a point count that does not
+    divide evenly included."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        g = torch.Generator().manual_seed(channels)
+        volume = torch.randn(1, channels, 23, 19, 17, generator=g).requires_grad_(True)
+        points = (2.4 * torch.rand(1, 61, 37, 29, 3, generator=g) - 1.2).requires_grad_(True)  # some outside
+        assert space._cpu_chunks(volume, points) == 3
+        split = space.sample(volume, points, mode=mode, padding_mode=padding)
+        whole = torch.nn.functional.grid_sample(volume, points, mode=mode, padding_mode=padding, align_corners=True)
+        assert torch.equal(split, whole)
+        weights = torch.randn(whole.shape, generator=g)
+        g_split = torch.autograd.grad((split * weights).sum(), [volume, points])
+        g_whole = torch.autograd.grad((whole * weights).sum(), [volume, points])
+        assert torch.equal(g_split[1], g_whole[1])
+        torch.testing.assert_close(g_split[0], g_whole[0], atol=1e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sample_stays_one_call_for_batches_small_grids_and_one_thread():
+    volume = torch.zeros(1, 1, 8, 8, 8)
+    big = torch.zeros(1, 64, 64, 64, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert space._cpu_chunks(volume, big) == 2
+        assert space._cpu_chunks(volume, torch.zeros(1, 8, 8, 8, 3)) == 1          # too few points to pay
+        assert space._cpu_chunks(volume.expand(2, 1, 8, 8, 8), big.expand(2, -1, -1, -1, -1)) == 1  # a batch already
+        torch.set_num_threads(1)
+        assert space._cpu_chunks(volume, big) == 1
+    finally:
+        torch.set_num_threads(threads)

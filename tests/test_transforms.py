@@ -181,6 +181,20 @@ def test_field_on_an_axis_parallel_grid_takes_the_separable_path_with_the_same_v
     torch.testing.assert_close(chained, _affine()(points), atol=1e-4, rtol=1e-4)
 
 
+def test_velocity_field_on_a_parallel_grid_equals_sampling_its_exp_at_the_points():
+    """``VelocityField.displacement_on`` integrates once on its own grid and samples there by
+    matrix products: equal to mapping every voxel's world point through ``exp(v)``."""
+    target = torch.tensor([[-1.5, 0.0, 0.0, 14.0], [0.0, 0.0, -1.2, 9.0], [0.0, 1.8, 0.0, -13.0], [0.0, 0.0, 0.0, 1.0]],
+                          dtype=torch.float64)
+    shape = (21, 17, 19)
+    field = VelocityField(_smooth(3.0).float(), GRID, steps=5)
+    x = space.world_grid(target, shape)
+    expected = (field(x) - x).movedim(-1, 0)
+    torch.testing.assert_close(field.displacement_on(target, shape), expected, atol=1e-4, rtol=1e-4)
+    whole = Compose(field, _affine())
+    torch.testing.assert_close(whole.displacement_on(target, shape), (whole(x) - x).movedim(-1, 0), atol=1e-4, rtol=1e-4)
+
+
 def test_field_on_an_oblique_grid_falls_back_to_grid_sample():
     from regkit.transforms.field import sample_field_on_grid
 

@@ -87,5 +87,13 @@ class VelocityField(Transform):
     def forward(self, points: Tensor) -> Tensor:
         return self.exp()(points)
 
+    def grid_points(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+        return self.exp().grid_points(affine, shape, device, dtype)
+
+    def displacement_on(self, affine, shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+        """``exp(v) - id`` on a grid: integrated once on the velocity's grid, then sampled there
+        (three matrix products when the grids are parallel, see :class:`DisplacementField`)."""
+        return self.exp().displacement_on(affine, shape, device, dtype)
+
     def inverse(self) -> "VelocityField":
         return VelocityField(-self.velocity.detach(), self.affine, self.steps)
