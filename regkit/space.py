@@ -103,9 +103,18 @@ def world_grid(affine: ArrayLike, shape: Sequence[int], device=None, dtype=torch
 
     Computed in float64 on the CPU's matrix, so large offsets do not cost precision.
     """
-    a = as_affine(affine)
-    ijk = voxel_grid(shape, device=device, dtype=torch.float64)
-    return apply_matrix(a, ijk).to(dtype)
+    return _grid_of_matrix(as_affine(affine), shape, device, dtype)
+
+
+def _grid_of_matrix(m: Tensor, shape: Sequence[int], device, dtype) -> Tensor:
+    """``m`` (4×4) applied to every voxel index of ``shape``, ``(X, Y, Z, 3)``: in float64, as the
+    sum of one term per axis broadcast over the grid (one pass over the output instead of an
+    index grid and a matrix product)."""
+    m = m.to(device=device, dtype=torch.float64)
+    x, y, z = (torch.arange(int(n), device=device, dtype=torch.float64)[:, None] * m[:3, axis]
+               for axis, n in enumerate(shape[-3:]))
+    xy = (x[:, None, :] + m[:3, 3]) + y[None, :, :]
+    return (xy[:, :, None, :] + z[None, None, :, :]).to(dtype)
 
 
 def normalized_identity(shape: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
@@ -155,7 +164,7 @@ def sample(volume: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: s
     return torch.nn.functional.grid_sample(volume, grid, mode=mode, padding_mode=padding_mode, align_corners=ALIGN_CORNERS)
 
 
-MIN_POINTS_PER_CHUNK = 16384
+MIN_POINTS_PER_CHUNK = 8192
 """Fewest points per thread for which :func:`sample` splits a CPU ``grid_sample`` (below it the
 split costs more than it saves)."""
 

@@ -221,3 +221,22 @@ def test_nearest_resampling_keeps_label_ids_beyond_float32_exactly(top_id):
     assert out.data.dtype == torch.int32
     assert torch.equal(out.data[:, :7], data[:, 2:])
     assert torch.all(out.data[:, 7:] == 0)
+
+
+def test_affine_grid_points_in_one_pass_equal_mapping_every_world_point():
+    """Without a gradient an affine maps a grid through the product of its matrix and the grid's
+    (float64); the points must be those of mapping each voxel's world point, also on an oblique,
+    flipped grid; with a gradient needed it keeps the differentiable path."""
+    oblique = GRID.clone()
+    oblique[:3, :3] = GRID[:3, :3] @ torch.linalg.matrix_exp(torch.tensor([[0.0, -0.3, 0.1], [0.3, 0.0, 0.0], [-0.1, 0.0, 0.0]], dtype=torch.float64))
+    oblique[0, :3] *= -1
+    shape = (13, 9, 11)
+    a = _affine()
+    x = space.world_grid(oblique, shape, dtype=torch.float64)
+    with torch.no_grad():
+        fast = a.grid_points(oblique, shape, dtype=torch.float64)
+    torch.testing.assert_close(fast, a.double()(x), atol=1e-9, rtol=0)
+    trainable = AffineTransform(a.matrix.detach().clone(), a.translation.detach().clone(), a.center, requires_grad=True)
+    points = trainable.grid_points(oblique, shape)
+    assert points.requires_grad
+    torch.testing.assert_close(points, fast.float(), atol=1e-4, rtol=0)

@@ -118,8 +118,8 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
                 jobs.append((write_transform, (part, out / WARP)))
                 part_inverse = inverse_chain[1] if len(inverse_chain) == 2 else Compose(*inverse_chain[1:])
                 jobs.append((partial(write_transform, reference=result.grid), (part_inverse, out / INVERSE_WARP)))
-        if moving_grid is not None:
-            jobs.append((partial(write_transform, reference=moving_grid), (inverse, out / INVERSE_FIELD)))
+        if moving_grid is not None:  # the longest job (a dense inverse on another grid): started first
+            jobs.insert(0, (partial(write_transform, reference=moving_grid), (inverse, out / INVERSE_FIELD)))
     jobs.append((write_text, (out / LOG_JSON, json.dumps(result.log, indent=1, default=str))))
     jobs.append((write_text, (out / LOG_TXT, log_text(result.log))))
     return jobs

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from regkit import space
 from regkit.transforms.base import Transform
 
 
@@ -58,6 +59,14 @@ class AffineTransform(Transform):
         flat = points.reshape(n, -1, 3) - c
         out = flat @ m.transpose(1, 2) + (c + t)[:, None, :]
         return out.reshape(points.shape)
+
+    def grid_points(self, affine, shape, device=None, dtype=torch.float32) -> Tensor:
+        """Mapped world points of every voxel of a grid; without a gradient, in one pass over the
+        output through the product of this matrix and the grid's (float64)."""
+        if self.batched or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+            return super().grid_points(affine, shape, device, dtype)
+        matrix = self.homogeneous().detach().double().cpu() @ space.as_affine(affine)
+        return space.world_grid(matrix, shape, device=device, dtype=dtype)
 
     def homogeneous(self) -> Tensor:
         """The 4×4 (or ``(N, 4, 4)``) world→world matrix, ``[M | t + c - M c]``."""
