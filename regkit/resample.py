@@ -75,8 +75,11 @@ def resample(image: Image, transform: Optional[Transform], reference: Image, mod
         out = volume.new_empty(image.channels, *reference.shape)
         with torch.no_grad():
             for start, stop, sub in space.slabs(reference.affine, reference.shape, SLAB_VOXELS):
-                x = space.world_grid(sub, (stop - start, *reference.shape[1:]), device=image.device, dtype=dtype)
-                y = x if transform is None else transform(x)
+                sub_shape = (stop - start, *reference.shape[1:])
+                if transform is None:
+                    y = space.world_grid(sub, sub_shape, device=image.device, dtype=dtype)
+                else:  # a field on a grid parallel to the reference's takes its separable path
+                    y = transform.grid_points(sub, sub_shape, device=image.device, dtype=dtype)
                 out[:, start:stop] = warp(volume, image.affine, y, mode=mode, padding_mode=padding_mode, default_value=fill)[0]
     if values is not None:  # index 0 is "outside": background 0
         out = torch.cat([values.new_zeros(1), values])[torch.round(out).long()]

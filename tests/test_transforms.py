@@ -240,3 +240,20 @@ def test_affine_grid_points_in_one_pass_equal_mapping_every_world_point():
     points = trainable.grid_points(oblique, shape)
     assert points.requires_grad
     torch.testing.assert_close(points, fast.float(), atol=1e-4, rtol=0)
+
+
+def test_field_on_its_own_grid_or_a_slab_of_it_is_a_selection_of_its_values():
+    """Sampling a field at its own voxels (the same grid, or a slab of it, as resampling through
+    the dense result does) selects the stored vectors exactly, without matrix products."""
+    from regkit.transforms.field import separable_weights
+
+    u = _smooth(3.0).float()
+    field = DisplacementField(u, GRID)
+    weights = separable_weights(GRID, u.shape[1:], GRID, u.shape[1:])
+    assert all(w.dtype == torch.long for w in weights)
+    assert torch.equal(field.displacement_on(GRID, u.shape[1:]), u)
+    slab = GRID.clone()
+    slab[:3, 3] = GRID[:3, :3] @ torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64) + GRID[:3, 3]  # from voxel row 2
+    shape = (5, *u.shape[2:])
+    assert torch.equal(field.displacement_on(slab, shape), u[:, 2:7])
+    torch.testing.assert_close(field.grid_points(slab, shape), space.world_grid(slab, shape) + u[:, 2:7].movedim(0, -1))

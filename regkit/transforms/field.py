@@ -42,8 +42,9 @@ def separable_weights(field_affine, field_shape: Sequence[int], affine, shape: S
                       dtype=torch.float32, device=None) -> Optional[List[Tensor]]:
     """Trilinear sampling (border extension) of a field on grid ``(field_affine, field_shape)`` at
     every voxel centre of grid ``(affine, shape)``, as one ``(shape[a], field_shape[a])`` matrix
-    per axis a — or None when that grid's axes are not parallel to the field's. Apply them with
-    :func:`apply_separable`."""
+    per axis a (or, where every target voxel of that axis sits on a field voxel, their indices, a
+    ``long`` tensor) — or None when that grid's axes are not parallel to the field's. Apply them
+    with :func:`apply_separable`."""
     to_field = torch.linalg.inv(space.as_affine(field_affine)) @ space.as_affine(affine)
     linear = to_field[:3, :3]
     if (linear - torch.diag(torch.diagonal(linear))).abs().max() > 1e-9 * linear.abs().max():
@@ -51,17 +52,26 @@ def separable_weights(field_affine, field_shape: Sequence[int], affine, shape: S
     weights = []
     for axis in range(3):
         positions = torch.arange(int(shape[axis]), dtype=torch.float64) * linear[axis, axis] + to_field[axis, 3]
-        weights.append(linear_weights(positions, int(field_shape[axis])).to(device=device, dtype=dtype))
+        size = int(field_shape[axis])
+        index = torch.round(positions)
+        if bool(((positions - index).abs() < 1e-6).all()) and bool(((index >= 0) & (index <= size - 1)).all()):
+            weights.append(index.long().to(device))  # every target voxel on a field voxel: a selection
+        else:
+            weights.append(linear_weights(positions, size).to(device=device, dtype=dtype))
     return weights
 
 
 def apply_separable(field: Tensor, weights: Sequence[Tensor]) -> Tensor:
     """``field`` ``(N, C, X, Y, Z)`` sampled with the per-axis matrices of :func:`separable_weights`:
     ``(N, C, *target shape)``. Three matrix products (multi-threaded, and differentiable through
-    both arguments) instead of a ``grid_sample`` through every target point."""
+    both arguments) instead of a ``grid_sample`` through every target point; an axis whose target
+    voxels all sit on field voxels (the same grid, a slab of it) is a plain selection."""
     out = field
     for w in weights:
-        out = torch.tensordot(out, w, dims=([2], [1]))  # contracted axis dropped, new one last
+        if w.dtype == torch.long:
+            out = out.index_select(2, w).movedim(2, -1)
+        else:
+            out = torch.tensordot(out, w, dims=([2], [1]))  # contracted axis dropped, new one last
     return out
 
 
