@@ -338,12 +338,15 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
         if u.shape[0] != 1:
             raise InputError(f"a batched field (N={u.shape[0]}) cannot be written as one ITK displacement field")
         u = u[0]
-    lps = np.moveaxis(u.double().numpy(), 0, -1) * LPS_FLIP  # (X, Y, Z, 3)
-    a = space.as_affine(affine).numpy()
     p = Path(path)
+    a = space.as_affine(affine).numpy()
     with atomic_path(p, force) as tmp:
         if _is_nifti(p):
-            nii = nifti_image(lps[:, :, :, None, :].astype(np.float32), a)
+            # float32 (flipping a sign is exact in it), laid out as NIfTI stores it (x fastest):
+            # one multi-threaded torch copy, then nibabel writes the bytes as they are
+            flip = torch.as_tensor(LPS_FLIP, dtype=torch.float32).view(3, 1, 1, 1)
+            on_disk = (u.float() * flip).permute(0, 3, 2, 1).contiguous().numpy()  # (3, Z, Y, X)
+            nii = nifti_image(on_disk.T[:, :, :, None, :], a)  # (X, Y, Z, 1, 3), Fortran order
             nii.header.set_intent(NIFTI_INTENT_VECTOR)
             from regkit.io.compression import save_nifti
 
@@ -351,6 +354,7 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
         else:
             import SimpleITK as sitk
 
+            lps = np.moveaxis(u.double().numpy(), 0, -1) * LPS_FLIP  # (X, Y, Z, 3)
             sitk.WriteImage(sitk_image(lps, a, vector=True), str(tmp))
     return p
 

@@ -277,5 +277,5 @@ def write_transform(transform: Transform, path: PathLike, reference: Reference =
         displacement = transform.displacement
     else:
         with torch.no_grad():
-            displacement = transform.displacement_on(affine, shape, dtype=torch.float64)
+            displacement = transform.displacement_on(affine, shape, dtype=torch.float32)
     return itk.write_itk_displacement(displacement, affine, path, force)
