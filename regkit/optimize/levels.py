@@ -71,12 +71,11 @@ class Level:
         (nothing else to compare)."""
         warped = space.sample(self.moving, grid, padding_mode="zeros")
         if self.moving_mask is None:
-            limit = self._inside_limit(grid)
-            g = grid.detach()
-            low, high = torch.aminmax(g.reshape(-1, 3), dim=0)  # two reductions: the usual all-inside case stops here
-            if bool((torch.maximum(-low, high) <= limit).all()):
+            excess = grid.detach().abs().sub_(self._inside_limit(grid))  # > 0 beyond the limit
+            if float(excess.max()) <= 0.0:  # one contiguous reduction: the usual all-inside case stops here
                 return warped, self.mask
-            inside = (g.abs() <= limit).all(dim=-1)
+            inside = excess[..., 0] <= 0.0
+            inside.logical_and_(excess[..., 1] <= 0.0).logical_and_(excess[..., 2] <= 0.0)
             if not bool(inside.any()):
                 return warped, self.mask
             m = inside[:, None].to(warped.dtype)
