@@ -93,7 +93,7 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
 
     from regkit.io.images import save_image
     from regkit.io.transform_files import write_transform
-    from regkit.transforms import Compose
+    from regkit.transforms import Compose, VelocityField
 
     jobs: List[Tuple[Callable[..., Path], tuple]] = [(save_image, (result.warped, out / WARPED))]
     if moving_labels is not None:
@@ -110,7 +110,10 @@ def _write_jobs(result, out: Path, moving_labels, labels_dtype=None, moving_grid
         # exp(-v), the affine's exact. (`regkit invert` refines exp(-v) against exp(v) and reports the
         # round trip; that refinement took 35 s of a 62 s 1 mm registration process, exp(-v) ~1 s.)
         inverse = result.transform.inverse()
-        inverse_chain = list(inverse.transforms) if isinstance(inverse, Compose) else [inverse]
+        # exp(-v) integrated once, here, for both files that hold it (inverse_field, 1InverseWarp)
+        inverse_chain = [t.exp() if isinstance(t, VelocityField) else t
+                         for t in (inverse.transforms if isinstance(inverse, Compose) else [inverse])]
+        inverse = inverse_chain[0] if len(inverse_chain) == 1 else Compose(*inverse_chain)
         if result.affine is not None and chain and chain[-1] is result.affine:
             jobs.append((write_transform, (result.affine, out / AFFINE)))
             if len(chain) > 1:
