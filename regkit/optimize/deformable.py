@@ -42,7 +42,7 @@ def control_grid(level: Level, control_spacing_mm: float) -> Grid:
     ``F.interpolate(..., mode="trilinear", align_corners=True)``, done as three matrix products
     (:func:`~regkit.transforms.field.separable_weights`) — on a CPU several times cheaper to
     differentiate than a ``grid_sample`` whose input needs a gradient, and than
-    ``F.interpolate``, whose backward runs on one thread (benchmarks/README.md, "CT").
+    ``F.interpolate``, whose backward runs on one thread (benchmarks/README.md, "How regkit gets its speed").
     """
     spacing = max(float(control_spacing_mm), level.spacing_mm)
     level_spacing = level.grid.spacing
