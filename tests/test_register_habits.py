@@ -137,6 +137,24 @@ def test_partial_yaml_is_layered_on_a_preset_and_set_overrides(tmp_path):
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
 
 
+def test_a_copied_preset_file_registers_as_the_preset(tmp_path):
+    """A user who copies configs/ct.yaml to edit it gets the ct preset, not ct layered on
+    `default` (which would add default's rotation search and MI weight)."""
+    import shutil
+    from importlib import resources
+
+    from regkit.optimize import load_config, preset_names
+
+    for name in preset_names():
+        copy = tmp_path / f"my_{name}.yaml"
+        shutil.copyfile(resources.files("regkit.configs").joinpath(f"{name}.yaml"), copy)
+        assert load_config(copy).model_dump() == load_config(name).model_dump(), name
+    ct = load_config(tmp_path / "my_ct.yaml")
+    assert ct.affine.rotation_search_deg == [] and ct.metric_weights["mi"] == 1.0
+    (tmp_path / "ct_edit.yaml").write_text("base: ct\nlncc_window: 9\n")
+    assert load_config(tmp_path / "ct_edit.yaml").model_dump() == load_config("ct", sets=["lncc_window=9"]).model_dump()
+
+
 def _rotation_deg(m: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(m) - 1) / 2, -1, 1))))
 

@@ -109,9 +109,8 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
         data = dict(config)
     else:
         text, origin = _preset_or_file_text(str(config))
-        data = yaml_settings(text, origin)
-        if not origin.startswith("preset "):  # a user's file: the keys it changes, on a preset
-            data = _on_base(data, origin)
+        data = _on_base(yaml_settings(text, origin), origin,
+                        default_base=None if origin.startswith("preset ") else "default")
     if sets:
         import copy
 
@@ -126,18 +125,19 @@ def load_config(config: Union[None, str, Path, Dict[str, Any], RegistrationConfi
         raise InputError(f"setting '{key}': {msg}", origin) from None
 
 
-def _on_base(data: Dict[str, Any], origin: str) -> Dict[str, Any]:
-    """``data`` (a user's YAML) merged over the preset named by its ``base`` key (default
-    ``default``; null: the built-in values): mappings key by key, anything else (lists included)
-    replaced."""
+def _on_base(data: Dict[str, Any], origin: str, default_base: Optional[str]) -> Dict[str, Any]:
+    """``data`` (a YAML file's settings) merged over the preset named by its ``base`` key
+    (``default_base`` when absent; null: the built-in values): mappings key by key, anything else
+    (lists included) replaced. The shipped presets say ``base: null``, so a copy of one given as a
+    path registers exactly as the preset does."""
     data = dict(data)
-    base = data.pop("base", "default")
+    base = data.pop("base", default_base)
     if base is None:
         return data
     if not isinstance(base, str) or base not in preset_names():
         raise InputError(f"setting 'base': expected a preset name ({', '.join(preset_names())}) or null, got {base!r}", origin)
     text, preset = _preset_or_file_text(base)
-    return _merged(yaml_settings(text, preset), data)
+    return _merged(_on_base(yaml_settings(text, preset), preset, default_base=None), data)
 
 
 def _merged(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
