@@ -88,8 +88,15 @@ USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usage
 
 
 def main() -> None:
-    """Run the CLI and end the process. A usage error (mistyped option, missing argument) is one
-    line on stderr, exit 2, instead of Typer's boxed multi-line message."""
+    """Run the CLI; raises SystemExit with its exit code. A usage error (mistyped option, missing
+    argument) is one line on stderr, exit 2, instead of Typer's boxed multi-line message."""
+    sys.exit(_run())
+
+
+def console_main() -> None:
+    """The ``regkit`` command (and ``python -m regkit.cli.main``): :func:`main`, then the process
+    ends without the interpreter's teardown (:func:`_end_process`). Not for calling from a
+    program that goes on afterwards: use :func:`main` or the Python API there."""
     _end_process(_run())
 
 
@@ -140,4 +147,4 @@ def _end_process(code: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

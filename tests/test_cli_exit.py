@@ -1,5 +1,5 @@
-"""The `regkit` entry point ends the process without the interpreter's teardown
-(cli.main._end_process): exit codes, stdout/stderr and atexit handlers must survive that."""
+"""The `regkit` command (cli.main.console_main) ends the process without the interpreter's
+teardown (cli.main._end_process): exit codes, stdout/stderr and atexit handlers must survive that."""
 from __future__ import annotations
 
 import subprocess
@@ -13,8 +13,8 @@ import atexit, sys
 marker = sys.argv[1]
 atexit.register(lambda: open(marker, "w").write("atexit ran"))
 sys.argv = ["regkit", *sys.argv[2:]]
-from regkit.cli.main import main
-main()
+from regkit.cli.main import console_main
+console_main()
 """
 
 
