@@ -125,8 +125,8 @@ def _end_process(code: int) -> None:
     """Exit with ``code`` without the interpreter's teardown.
 
     When the command is done its files are written and closed; what remains of a normal exit is
-    freeing every module and tensor one by one, ~0.4 s of a 4 s ``regkit register`` on 2 cores
-    (benchmarks/README.md, "CT"). The ``atexit`` handlers still run (logging's flush, coverage,
+    freeing every module and tensor one by one, a measurable part of a short registration's
+    process (benchmarks/README.md, "CT"). The ``atexit`` handlers still run (logging's flush, coverage,
     multiprocessing's children), then stdout/stderr are flushed and the process ends. A plain
     ``sys.exit`` is used when another non-daemon thread is alive (it would be waited for)."""
     import atexit
