@@ -114,7 +114,7 @@ def test_same_command_same_seed_same_bytes(tmp_path):
                                env={**os.environ, "PYTHONHASHSEED": run == "a" and "1" or "2"})
         assert p.returncode == 0, (tmp_path / f"{run}.err").read_text()
         outs.append(out)
-    for name in ("warped.nii.gz", "field.nii.gz", "1Warp.nii.gz"):
+    for name in ("warped.nii.gz", "field.nii.gz", "1Warp.nii.gz", "1InverseWarp.nii.gz", "transform.regkit.safetensors"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     err = (tmp_path / "a.err").read_text()
     assert "\r" not in err and "deformable 2/2" in err and "(moving) ->" in err

@@ -69,6 +69,17 @@ def test_native_metadata_is_json_without_pickle(tmp_path):
     assert b"pickle" not in path.read_bytes()[:2000] and not path.read_bytes().startswith(b"PK")
 
 
+def test_native_file_is_the_same_bytes_every_time(tmp_path):
+    """The safetensors writer orders the metadata by a hash map (a new order per call); regkit
+    sorts the header so --seed S gives the same bytes every run, and the file still reads."""
+    t = Compose(_velocity(), _affine())
+    files = [write_transform(t, tmp_path / f"t{i}.regkit.safetensors").read_bytes() for i in range(5)]
+    assert all(f == files[0] for f in files[1:])
+    header_size = int.from_bytes(files[0][:8], "little")
+    assert header_size % 8 == 0 and list(json.loads(files[0][8:8 + header_size])) == sorted(json.loads(files[0][8:8 + header_size]))
+    _same_tensors(t, read_transform(tmp_path / "t4.regkit.safetensors"))
+
+
 def test_no_overwrite_without_force(tmp_path):
     path = write_transform(_affine(), tmp_path / "a.regkit.safetensors")
     with pytest.raises(OutputExistsError):

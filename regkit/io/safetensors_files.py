@@ -29,7 +29,7 @@ def write_safetensors(path: Union[str, Path], tensors: Dict[str, "torch.Tensor"]
     """Write ``tensors`` (each as a contiguous CPU copy; one that shares its storage with an earlier
     one is cloned, which safetensors requires) and ``metadata`` (strings) to ``path`` atomically
     (:func:`regkit.io.atomic.atomic_path`: a crash never leaves a half-written file)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     flat, storages = {}, set()
     for name, tensor in tensors.items():
@@ -38,9 +38,23 @@ def write_safetensors(path: Union[str, Path], tensors: Dict[str, "torch.Tensor"]
         flat[name] = t.clone() if storage in storages else t
         storages.add(storage)
     p = Path(path)
+    data = _canonical_header(save(flat, metadata=metadata))
     with atomic_path(p, force) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
     return p
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted.
+
+    The safetensors writer keeps the metadata in a hash map, so its order — and the file's bytes —
+    changed from one process to the next; ``--seed S --threads N`` promises the same bytes. The
+    tensors' ``data_offsets`` count from the end of the header, so only the header is rewritten
+    (padded with spaces to a multiple of 8 bytes, as the writer does)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
 def truncation_problem(path: Union[str, Path]) -> Optional[str]:
