@@ -31,9 +31,10 @@ MOVING comes first, then FIXED (antsRegistration and antspyx take the fixed imag
 summary line names both, and a note follows when the file names suggest they were swapped.
 
 --config picks a preset (fast, default, accurate, ct, mri; see configs/) or a YAML file holding
-only the keys it changes, layered on the preset its `base:` key names (default: default; a copy of a
-preset file says `base: null` and registers as that preset); unknown keys are refused. --set KEY=VALUE changes one setting after that (repeatable; dotted keys, list
-items by index: --set deformable.levels.1.iterations=20). --metric overrides the preset's
+only the keys it changes, layered on the preset its `base:` key names (default: default; a copy of
+a preset file says `base: null` and registers as that preset); unknown keys are refused. --set
+KEY=VALUE changes one setting after that (repeatable; dotted keys, list items by index: --set
+deformable.levels.1.iterations=20). --metric overrides the preset's
 similarity: lncc (same contrast, default), mse, mi (different contrasts: T1/T2, CT/MRI) or mind.
 --type rigid|affine stops after the affine stage (rigid: rotation + translation only);
 --initial-transform FILE starts from a transform (an affine starts the affine stage).

@@ -344,7 +344,7 @@ def write_itk_displacement(displacement: torch.Tensor, affine, path: PathLike, f
         if _is_nifti(p):
             # float32 (flipping a sign is exact in it), laid out as NIfTI stores it (x fastest):
             # one multi-threaded torch product per component into the transposed layout (faster
-            # than permuting all three at once: benchmarks/README.md, "Writing"), then nibabel
+            # than permuting all three at once: benchmarks/README.md, "A body CT at 1 mm"), then nibabel
             # writes the bytes as they are
             u = u.float()
             on_disk_t = torch.empty((3, *u.shape[1:][::-1]), dtype=torch.float32)  # (3, Z, Y, X)

@@ -38,23 +38,24 @@ def write_safetensors(path: Union[str, Path], tensors: Dict[str, "torch.Tensor"]
         flat[name] = t.clone() if storage in storages else t
         storages.add(storage)
     p = Path(path)
-    data = _canonical_header(save(flat, metadata=metadata))
-    with atomic_path(p, force) as tmp:
-        tmp.write_bytes(data)
+    data = save(flat, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    with atomic_path(p, force) as tmp, open(tmp, "wb") as f:
+        f.write(_canonical_header(data[8:8 + n]))
+        f.write(memoryview(data)[8 + n:])  # the tensors, not copied again
     return p
 
 
-def _canonical_header(data: bytes) -> bytes:
-    """``data`` (a safetensors file) with its JSON header's keys sorted.
+def _canonical_header(header_json: bytes) -> bytes:
+    """A safetensors file's length prefix and JSON header, the header's keys sorted.
 
     The safetensors writer keeps the metadata in a hash map, so its order — and the file's bytes —
     changed from one process to the next; ``--seed S --threads N`` promises the same bytes. The
     tensors' ``data_offsets`` count from the end of the header, so only the header is rewritten
     (padded with spaces to a multiple of 8 bytes, as the writer does)."""
-    n = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header = json.dumps(json.loads(header_json), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + data[8 + n:]
+    return len(header).to_bytes(8, "little") + header
 
 
 def truncation_problem(path: Union[str, Path]) -> Optional[str]:
