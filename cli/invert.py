@@ -13,7 +13,7 @@ HELP = f"""Write the inverse of a transform: it then maps MOVING points to FIXED
 Affines are inverted exactly (matrix inverse). Fields are not: a displacement field is inverted by
 fixed-point iteration on its own grid, a velocity field (SVF) starts from exp(-v) and is refined
 the same way on a grid three times as fine (on the sample pair, default preset, inside the brain:
-round trip mean 0.018 mm, max 0.44 mm). A chain is inverted part by part, in reverse order. The fixed-point
+round trip mean 0.017 mm, max 0.53 mm). A chain is inverted part by part, in reverse order. The fixed-point
 residual and the round-trip error |T^-1(T(x)) - x| (over --mask, else the field's grid) are printed
 and written to OUT.json beside OUT.
 

