@@ -36,8 +36,17 @@ class Inverse:
     fixed_point_residual_mm: Optional[float]
 
 
-def invert(transform: Transform, iterations: int = 50, tolerance_mm: float = 1e-3) -> Inverse:
-    """The inverse of ``transform`` (see the module docstring for how each kind is inverted)."""
+#: the inverse of an SVF lives on a grid this many times finer than the velocity's (sample pair,
+#: default preset with its 3 mm velocity grid, inside the brain: 3 → round trip mean 0.017 mm, max
+#: 0.53 mm; 4 → 0.010 / 0.34 mm in 2.3× the time; 2 was 0.037 / 0.68 mm in a third of the time
+#: (the preset before 30cc22c); 1 is worse than plain exp(-v))
+VELOCITY_REFINE = 3
+
+
+def invert(transform: Transform, iterations: int = 50, tolerance_mm: float = 1e-3,
+           refine: int = VELOCITY_REFINE) -> Inverse:
+    """The inverse of ``transform`` (see the module docstring for how each kind is inverted);
+    ``refine``: how many times finer than a velocity's grid its inverse's grid is."""
     chain = list(transform.transforms) if isinstance(transform, Compose) else [transform]
     parts, residuals = [], []
     for t in reversed(chain):
@@ -45,20 +54,13 @@ def invert(transform: Transform, iterations: int = 50, tolerance_mm: float = 1e-
             inv = t.inverse(iterations=iterations, tolerance_mm=tolerance_mm)
             residuals.append(float(inv.inverse_residual_mm))
         elif isinstance(t, VelocityField):
-            inv = invert_velocity(t, iterations=iterations, tolerance_mm=tolerance_mm)
+            inv = invert_velocity(t, iterations=iterations, tolerance_mm=tolerance_mm, refine=refine)
             residuals.append(float(inv.inverse_residual_mm))
         else:  # exact for affine; NotImplementedError naming the type otherwise
             inv = t.inverse()
         parts.append(inv)
     result = parts[0] if len(parts) == 1 else Compose(*parts)
     return Inverse(result, max(residuals) if residuals else None)
-
-
-#: the inverse of an SVF lives on a grid this many times finer than the velocity's (sample pair,
-#: default preset with its 3 mm velocity grid, inside the brain: 3 → round trip mean 0.017 mm, max
-#: 0.53 mm; 4 → 0.010 / 0.34 mm in 2.3× the time; 2 was 0.037 / 0.68 mm in a third of the time
-#: (the preset before 30cc22c); 1 is worse than plain exp(-v))
-VELOCITY_REFINE = 3
 
 
 def refined_grid(affine, shape, factor: int, pad: int = 0) -> Tuple[torch.Tensor, Tuple[int, ...]]:
